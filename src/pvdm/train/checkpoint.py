@@ -1,0 +1,123 @@
+"""Training states and the run folder.
+
+A run folder holds everything one training run writes:
+
+    RUN/config.yaml          the fully resolved config
+    RUN/log.txt              the log
+    RUN/stats.jsonl          one JSON line per report
+    RUN/checkpoints/         training states state-<step>.pt (optimizer, scaler, EMA, step...)
+    RUN/snapshots/           inference weights (safetensors + config) per saved step, and best/
+    RUN/previews/            preview videos
+    RUN/tensorboard/         TensorBoard events (when tensorboard is installed)
+
+Training states are plain dicts of tensors and numbers saved with `torch.save` and loaded with
+`torch.load(weights_only=True)`; every write goes to a temporary name first and is renamed, so a
+crash mid-write never leaves a broken or half-new file. The last N states are kept.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pvdm.atomic import atomic_path
+from pvdm.errors import CheckpointError
+
+log = logging.getLogger(__name__)
+
+_STATE_RE = re.compile(r"^state-(\d+)\.pt$")
+
+
+class RunFolder:
+    """Paths inside a run folder."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def stats(self) -> Path:
+        return self.root / "stats.jsonl"
+
+    @property
+    def log(self) -> Path:
+        return self.root / "log.txt"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def snapshots(self) -> Path:
+        return self.root / "snapshots"
+
+    @property
+    def previews(self) -> Path:
+        return self.root / "previews"
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.root / "tensorboard"
+
+    def create(self) -> None:
+        """Make the folder and its sub-folders."""
+        for path in (self.root, self.checkpoints, self.snapshots, self.previews):
+            path.mkdir(parents=True, exist_ok=True)
+
+    def state_path(self, step: int) -> Path:
+        return self.checkpoints / f"state-{step:08d}.pt"
+
+    def states(self) -> list[tuple[int, Path]]:
+        """Saved training states, oldest first."""
+        if not self.checkpoints.is_dir():
+            return []
+        found = []
+        for path in self.checkpoints.iterdir():
+            m = _STATE_RE.match(path.name)
+            if m:
+                found.append((int(m.group(1)), path))
+        return sorted(found)
+
+
+def save_training_state(run: RunFolder, step: int, state: dict[str, Any], keep: int) -> Path:
+    """Write the training state of `step` atomically and keep only the newest `keep` states."""
+    path = run.state_path(step)
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+    for _, old in run.states()[:-keep]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def load_training_state(path: str | Path) -> dict[str, Any]:
+    """Read a training state (tensors and plain values only: no code is unpickled)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"training state not found: {path}") from None
+    except Exception as e:  # a truncated or foreign file
+        raise CheckpointError(f"cannot read training state {path}: {e}") from None
+
+
+def load_latest_training_state(run: RunFolder) -> dict[str, Any] | None:
+    """The newest readable training state of a run, or None for a new run.
+
+    A state that cannot be read (e.g. damaged by a failing disk) is skipped with a warning in
+    favour of the previous one.
+    """
+    for _, path in reversed(run.states()):
+        try:
+            state = load_training_state(path)
+        except CheckpointError as e:
+            log.warning("%s; trying an older state", e)
+            continue
+        log.info("resuming from %s (step %d)", path, state["step"])
+        return state
+    return None
