@@ -1,0 +1,147 @@
+"""Noise schedule and samplers: golden schedule, official time grids, diffusers equivalence,
+per-sample seeding."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from pvdm.diffusion.samplers import (
+    ddim_sample,
+    ddpm_sample,
+    dpm_solver_sample,
+    dpm_solver_timesteps,
+    randn_like,
+)
+from pvdm.diffusion.schedule import NoiseSchedule, diffusion_loss
+
+GOLDEN = Path(__file__).resolve().parents[1] / ".." / "shared" / "golden" / "official"
+
+
+def _toy_model():
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(8, 8, generator=g) * 0.3
+
+    def model(x, t, cond=None):
+        return torch.tanh(torch.einsum("ij,bcj->bci", w, x) * (1 + t.float().view(-1, 1, 1) / 1000))
+
+    return model
+
+
+def test_schedule_matches_official_golden() -> None:
+    path = GOLDEN / "unet_small.safetensors"
+    if not path.is_file():
+        pytest.skip(f"golden file absent: {path}")
+    from safetensors.torch import load_file
+
+    golden = load_file(path)
+    s = NoiseSchedule()
+    torch.testing.assert_close(s.betas, golden["schedule.betas"], rtol=0, atol=0)
+    torch.testing.assert_close(s.alphas_cumprod, golden["schedule.alphas_cumprod"], rtol=0, atol=0)
+    assert s.sqrt_alphas_cumprod[-1].item() == pytest.approx(0.0119, abs=1e-4)
+
+
+def test_ddim_uses_the_official_time_grid(monkeypatch) -> None:
+    seen = []
+
+    def model(x, t, cond=None):
+        seen.append(int(t[0]))
+        return torch.zeros_like(x)
+
+    ddim_sample(model, torch.randn(1, 2, 3), 4)
+    assert seen == [999, 749, 499, 249]
+    seen.clear()
+    ddim_sample(model, torch.randn(1, 2, 3), 100)
+    assert seen[:3] == [999, 989, 979] and seen[-1] == 9
+    seen.clear()
+    ddim_sample(model, torch.randn(1, 2, 3), 400)
+    assert seen[:3] == [999, 996, 994] and seen[-1] == 1
+
+
+def test_ddim_with_zero_noise_prediction_returns_clamped_x0() -> None:
+    # eps = 0: the first x0 is x_T / sqrt(acp_999); later steps keep x0 fixed
+    s = NoiseSchedule()
+    x_t = torch.full((1, 1, 4), 0.005)
+    out = ddim_sample(lambda x, t, cond=None: torch.zeros_like(x), x_t, 4)
+    expected = (x_t / s.sqrt_alphas_cumprod[-1]).clamp(-1, 1)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_dpm_solver_matches_diffusers() -> None:
+    diffusers = pytest.importorskip("diffusers")
+    model = _toy_model()
+    sched = NoiseSchedule()
+    for steps in (5, 20):
+        noise = torch.randn(2, 3, 8, generator=torch.Generator().manual_seed(steps))
+        ours = dpm_solver_sample(model, noise, steps)
+        ref = diffusers.DPMSolverMultistepScheduler(
+            num_train_timesteps=1000,
+            trained_betas=sched.betas.double().numpy(),
+            algorithm_type="dpmsolver++",
+            solver_order=2,
+            thresholding=True,
+            sample_max_value=1.0,
+            final_sigmas_type="zero",
+        )
+        ref.set_timesteps(steps)
+        assert ref.timesteps.tolist() == dpm_solver_timesteps(1000, steps)
+        x = noise.clone()
+        for t in ref.timesteps:
+            x = ref.step(model(x, torch.full((2,), int(t))), t, x).prev_sample
+        assert ((ours - x).norm() / x.norm()).item() < 1e-5
+
+
+@pytest.mark.parametrize("sampler", [ddim_sample, dpm_solver_sample])
+def test_samples_do_not_depend_on_batch_composition(sampler) -> None:
+    model = _toy_model()
+    seeds = [11, 12, 13]
+    noise = torch.cat(
+        [randn_like(torch.empty(1, 3, 8), torch.Generator().manual_seed(s)) for s in seeds]
+    )
+    gens = [torch.Generator().manual_seed(100 + s) for s in seeds]
+    batch = sampler(model, noise, 10, eta=1.0, generator=gens)
+    for i, s in enumerate(seeds):
+        single = sampler(
+            model, noise[i : i + 1], 10, eta=1.0, generator=[torch.Generator().manual_seed(100 + s)]
+        )
+        torch.testing.assert_close(single, batch[i : i + 1], rtol=1e-6, atol=1e-6)
+
+
+def test_ddpm_runs_every_step_and_refuses_fewer() -> None:
+    calls = []
+
+    def model(x, t, cond=None):
+        calls.append(int(t[0]))
+        return torch.zeros_like(x)
+
+    g = torch.Generator().manual_seed(0)
+    out = ddpm_sample(model, torch.randn(1, 1, 4), generator=g)
+    assert calls == list(range(999, -1, -1)) and out.abs().max() <= 1.0
+    with pytest.raises(ValueError, match="all 1000 steps"):
+        ddpm_sample(model, torch.randn(1, 1, 4), 50)
+
+
+def test_ddpm_recovers_a_point_mass() -> None:
+    # data is a point mass at x0*: the optimal eps-predictor is (x_t - sqrt(acp) x0*) / sqrt(1-acp)
+    s = NoiseSchedule()
+    target = torch.tensor([[[0.3, -0.5, 0.8]]])
+
+    def model(x, t, cond=None):
+        a = s.at("sqrt_alphas_cumprod", t, x.ndim)
+        b = s.at("sqrt_one_minus_alphas_cumprod", t, x.ndim)
+        return (x - a * target) / b
+
+    g = torch.Generator().manual_seed(0)
+    out = ddpm_sample(model, torch.randn(1, 1, 3, generator=g), generator=g)
+    torch.testing.assert_close(out, target, rtol=0, atol=1e-4)
+    out = dpm_solver_sample(model, torch.randn(1, 1, 3, generator=g), 10)
+    torch.testing.assert_close(out, target, rtol=0, atol=1e-4)
+
+
+def test_loss_is_mean_over_positions_then_batch() -> None:
+    eps = torch.tensor([[[1.0, 1.0]], [[0.0, 2.0]]])
+    noise = torch.zeros_like(eps)
+    assert diffusion_loss(eps, noise, "l2").item() == pytest.approx((1.0 + 2.0) / 2)
+    assert diffusion_loss(eps, noise, "l1").item() == pytest.approx((1.0 + 1.0) / 2)
