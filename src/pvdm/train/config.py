@@ -33,6 +33,7 @@ class TrainConfig:
     log_every: int = 50
     checkpoint_every: int = 1000
     keep_checkpoints: int = 3
+    keep_snapshots: int = 5  # newest step snapshots kept (0 = all); snapshots/best is never pruned
     preview_every: int = 0
     eval_every: int = 0
     max_nonfinite: int = 20
@@ -55,6 +56,7 @@ class TrainConfig:
         for name, value in {
             "warmup_steps": self.warmup_steps,
             "preview_every": self.preview_every,
+            "keep_snapshots": self.keep_snapshots,
             "eval_every": self.eval_every,
         }.items():
             if value < 0:

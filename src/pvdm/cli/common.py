@@ -1,0 +1,59 @@
+"""Flags shared by the training commands, and how they resolve into one run config.
+
+Resolution order: the saved config of an existing run folder (when resuming without --preset
+or --config), else --config FILE, else --preset NAME (default `debug`); then the flags
+(--data, --max-steps, --checkpoint-every, --seed); then every --set a.b=value, in order.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+
+def add_run_args(parser: argparse.ArgumentParser, presets: list[str]) -> None:
+    """The common training flags."""
+    parser.add_argument(
+        "--preset", choices=presets, help="named settings (default: debug, or the saved run's)"
+    )
+    parser.add_argument("--config", type=Path, help="a YAML/JSON config file instead of a preset")
+    parser.add_argument("--data", help="dataset folder, latent cache, or 'synthetic'")
+    parser.add_argument("--outdir", type=Path, required=True, help="run folder (re-run to resume)")
+    parser.add_argument("--max-steps", type=int, help="optimizer steps to train for")
+    parser.add_argument("--checkpoint-every", type=int, help="steps between checkpoints")
+    parser.add_argument("--seed", type=int, help="random seed")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override any config field, e.g. --set train.lr=2e-4 (repeatable)",
+    )
+    parser.add_argument(
+        "--print-config", action="store_true", help="print the resolved config and exit"
+    )
+
+
+def resolve_run_config(cls: type, presets: dict[str, Any], args: argparse.Namespace) -> Any:
+    """The run config the flags describe (see the module docstring)."""
+    from pvdm.config import apply_overrides, config_from_dict, config_to_dict, load_config
+
+    saved = args.outdir / "config.yaml"
+    if args.config is not None:
+        cfg = load_config(cls, args.config)
+    elif args.preset is None and saved.is_file():
+        cfg = load_config(cls, saved)
+    else:
+        cfg = presets[args.preset or "debug"]()
+    overrides = []
+    if args.data is not None:
+        overrides.append(f"data.path={args.data}")
+    if args.max_steps is not None:
+        overrides.append(f"train.max_steps={args.max_steps}")
+    if args.checkpoint_every is not None:
+        overrides.append(f"train.checkpoint_every={args.checkpoint_every}")
+    if args.seed is not None:
+        overrides.append(f"train.seed={args.seed}")
+    cfg = apply_overrides(cfg, [*overrides, *args.set])
+    return config_from_dict(cls, config_to_dict(cfg))  # validate every section

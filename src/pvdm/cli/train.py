@@ -1,0 +1,130 @@
+"""`pvdm train-autoencoder`, `pvdm cache-latents`, `pvdm train-diffusion`.
+
+Multi-GPU / multi-node: launch the same command with torchrun, e.g.
+`torchrun --nproc_per_node 8 -m pvdm train-diffusion ...`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+AUTOENCODER_PRESETS = ["debug", "ucf101-256", "ucf101-256-gan", "sky-256", "sky-256-gan"]
+DIFFUSION_PRESETS = ["debug", "ucf101-256", "sky-256", "ucf101-256-classcond"]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from pvdm.cli.common import add_run_args
+
+    p = sub.add_parser(
+        "train-autoencoder",
+        help="train the triplane autoencoder (phase 1, or phase 2 with the GAN presets)",
+        description="Train or resume the autoencoder. Re-run the same command to resume.",
+    )
+    add_run_args(p, AUTOENCODER_PRESETS)
+    p.add_argument(
+        "--init",
+        help="start from these weights (a phase-1 run/snapshot, or a converted official checkpoint)",
+    )
+    p.set_defaults(func=_train_autoencoder)
+
+    p = sub.add_parser(
+        "train-diffusion",
+        help="train the triplane diffusion model on autoencoder latents",
+        description="Train or resume the latent diffusion model. Re-run the same command to resume.",
+    )
+    add_run_args(p, DIFFUSION_PRESETS)
+    p.add_argument("--autoencoder", help="the autoencoder: run folder, snapshot or checkpoint")
+    p.set_defaults(func=_train_diffusion)
+
+    p = sub.add_parser(
+        "cache-latents",
+        help="encode a dataset once into a latent cache for train-diffusion",
+    )
+    p.add_argument("--autoencoder", required=True, help="run folder, snapshot or checkpoint")
+    p.add_argument("--data", required=True, help="dataset folder or 'synthetic'")
+    p.add_argument("--out", type=Path, required=True, help="cache folder to write")
+    p.add_argument("--layout", default="auto", help="auto|ucf101|sky|folder|synthetic")
+    p.add_argument("--split", default="train")
+    p.add_argument("--windows", type=int, default=4, help="random windows per video")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dtype", choices=["float16", "float32"], default="float16")
+    p.add_argument("--device", default="auto")
+    p.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="data.* overrides"
+    )
+    p.set_defaults(func=_cache_latents)
+
+
+def _finish(cfg, args) -> bool:
+    if args.print_config:
+        from pvdm.config import dump_config
+
+        print(dump_config(cfg), end="")
+        return True
+    return False
+
+
+def _train_autoencoder(args: argparse.Namespace) -> int:
+    from pvdm.cli.common import resolve_run_config
+    from pvdm.presets import AUTOENCODER_RUNS
+    from pvdm.train.autoencoder import AutoencoderRunConfig, train_autoencoder
+
+    cfg = resolve_run_config(AutoencoderRunConfig, AUTOENCODER_RUNS, args)
+    if not _finish(cfg, args):
+        train_autoencoder(cfg, args.outdir, init=args.init)
+    return 0
+
+
+def _train_diffusion(args: argparse.Namespace) -> int:
+    from pvdm.cli.common import resolve_run_config
+    from pvdm.presets import DIFFUSION_RUNS
+    from pvdm.train.diffusion import DiffusionRunConfig, train_diffusion
+
+    if args.autoencoder is not None:
+        args.set.insert(0, f"autoencoder={args.autoencoder}")
+    cfg = resolve_run_config(DiffusionRunConfig, DIFFUSION_RUNS, args)
+    if not _finish(cfg, args):
+        train_diffusion(cfg, args.outdir)
+    return 0
+
+
+def _cache_latents(args: argparse.Namespace) -> int:
+    import torch
+
+    from pvdm.config import apply_overrides
+    from pvdm.data import DataConfig, open_dataset
+    from pvdm.diffusion.cache import build_latent_cache
+    from pvdm.models import load_model
+    from pvdm.train.distributed import resolve_device
+    from pvdm.train.snapshots import resolve_snapshot
+
+    device = resolve_device(args.device)
+    ae_path = resolve_snapshot(args.autoencoder)
+    ae = load_model(ae_path).to(device)
+    frames = ae.config.frames
+    data = apply_overrides(
+        DataConfig(
+            path=args.data,
+            layout=args.layout,
+            split=args.split,
+            resolution=ae.config.resolution,
+            frames=frames,
+        ),
+        args.set,
+    )
+    dataset = open_dataset(data, clip_frames=2 * frames)
+    build_latent_cache(
+        ae,
+        dataset,
+        args.out,
+        frames=frames,
+        windows_per_video=args.windows,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        dtype=getattr(torch, args.dtype),
+        info={"autoencoder": str(Path(ae_path).resolve()), "data": data.path, "split": data.split},
+    )
+    print(f"latent cache written to {args.out}")
+    return 0

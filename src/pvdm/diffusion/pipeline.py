@@ -1,0 +1,239 @@
+"""Generation with a trained PVDM: short clips, videos of any length, and continuation.
+
+A pipeline joins a triplane UNet and the autoencoder whose latents it models. Long videos are
+made clip by clip (spec section 4): the first clip from nothing (or from a class), each next one
+conditioned on the latent of the previous clip, by default re-encoded from its decoded frames
+(the official conditional evaluation path); `reencode=False` passes the latent through.
+Memory does not grow with length beyond the uint8 output itself.
+
+Every sample has its own seed: its noise comes from generators seeded by (seed, clip), so a
+video does not depend on the batch it was generated in or on the number of devices.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from pvdm.atomic import atomic_write_text
+from pvdm.data import from_model_range, to_model_range
+from pvdm.diffusion.samplers import SAMPLERS, randn_like
+from pvdm.diffusion.schedule import NoiseSchedule
+from pvdm.errors import PvdmError
+from pvdm.train.seeding import mix_seed
+
+log = logging.getLogger(__name__)
+
+PIPELINE_FILE = "pipeline.json"
+
+
+class PVDMPipeline:
+    """A UNet plus its autoencoder; call it to get uint8 videos [B, C, T, H, W]."""
+
+    def __init__(
+        self,
+        unet: torch.nn.Module,
+        autoencoder: torch.nn.Module,
+        schedule: NoiseSchedule | None = None,
+        classes: Sequence[str] | None = None,
+    ):
+        self.unet = unet.eval()
+        self.autoencoder = autoencoder.eval()
+        self.schedule = schedule or NoiseSchedule()
+        self.classes = list(classes) if classes else None
+        ae = autoencoder.config
+        self.clip_frames = ae.frames
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.unet.parameters()).device
+
+    def to(self, device: torch.device | str) -> PVDMPipeline:
+        self.unet.to(device)
+        self.autoencoder.to(device)
+        return self
+
+    # ---- files ---------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu") -> PVDMPipeline:
+        """Load a pipeline folder, a diffusion run folder, or a converted official checkpoint."""
+        from pvdm.models import load_model
+        from pvdm.train.snapshots import resolve_snapshot
+
+        path = Path(path)
+        if (path / PIPELINE_FILE).is_file():
+            spec = json.loads((path / PIPELINE_FILE).read_text())
+            unet_path = resolve_snapshot(path / spec["unet"])
+            ae_path = resolve_snapshot(path / spec["autoencoder"])
+            classes = spec.get("classes")
+        else:
+            raise PvdmError(
+                f"{path} is not a pvdm pipeline (no {PIPELINE_FILE}); give a diffusion run folder, "
+                "a folder from `pvdm convert official`, or one written by save_pretrained"
+            )
+        unet, ae = load_model(unet_path), load_model(ae_path)
+        schedule_cfg = spec.get("schedule") or {}
+        schedule = NoiseSchedule(**schedule_cfg) if schedule_cfg else NoiseSchedule()
+        return cls(unet, ae, schedule, classes).to(device)
+
+    def save_pretrained(self, path: str | Path) -> Path:
+        """Write `autoencoder/`, `unet/` and `pipeline.json` into `path`."""
+        path = Path(path)
+        self.autoencoder.save_pretrained(path / "autoencoder")
+        self.unet.save_pretrained(path / "unet")
+        write_pipeline_file(path, "unet", "autoencoder", self.classes)
+        return path
+
+    # ---- generation ----------------------------------------------------------------------
+    def _noise(self, seeds: Sequence[int], clip: int) -> Any:
+        from pvdm.models.latent import TriplaneLatent
+
+        shape = self.autoencoder.latent_shape()
+        packed = torch.empty(1, shape.channels, shape.num_tokens, device=self.device)
+        gens = [_gen(mix_seed("noise", s, clip), self.device) for s in seeds]
+        noise = torch.cat([randn_like(packed, g) for g in gens])
+        return TriplaneLatent.unpack(noise, shape.frames, shape.height, shape.width)
+
+    def label_ids(self, labels: Sequence[str | int] | None, num: int) -> torch.Tensor | None:
+        """Class names or indices as a tensor (None for an unconditional model)."""
+        if labels is None:
+            return None
+        if getattr(self.unet.config, "num_classes", None) is None:
+            raise PvdmError("this model is not class-conditional; drop --class")
+        ids = []
+        for label in labels:
+            if isinstance(label, str) and not label.isdigit():
+                if not self.classes or label not in self.classes:
+                    raise PvdmError(
+                        f"unknown class {label!r}; classes: {', '.join(self.classes or [])}"
+                    )
+                ids.append(self.classes.index(label))
+            else:
+                ids.append(int(label))
+        if len(ids) == 1:
+            ids = ids * num
+        return torch.tensor(ids, device=self.device)
+
+    @torch.no_grad()
+    def sample_latents(
+        self,
+        seeds: Sequence[int],
+        clip: int = 0,
+        cond: Any = None,
+        labels: torch.Tensor | None = None,
+        sampler: str = "ddim",
+        steps: int = 100,
+        eta: float = 1.0,
+        guidance: float = 0.0,
+        class_guidance: float = 0.0,
+        progress: bool = False,
+    ) -> Any:
+        """One clip's latents for each seed (clip k of a long video uses clip=k)."""
+        if sampler not in SAMPLERS:
+            raise PvdmError(f"unknown sampler {sampler!r}; choose from {', '.join(SAMPLERS)}")
+        gens = [_gen(mix_seed("sampler", s, clip), self.device) for s in seeds]
+        return SAMPLERS[sampler](
+            self.unet,
+            self._noise(seeds, clip),
+            steps,
+            eta=eta,
+            cond=cond,
+            guidance=guidance,
+            generator=gens,
+            labels=labels,
+            class_guidance=class_guidance,
+            schedule=self.schedule,
+            progress=progress,
+        )
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        num: int = 1,
+        frames: int | None = None,
+        *,
+        seeds: Sequence[int] | None = None,
+        seed: int = 0,
+        labels: Sequence[str | int] | None = None,
+        sampler: str = "ddim",
+        steps: int = 100,
+        eta: float = 1.0,
+        guidance: float = 0.0,
+        class_guidance: float = 0.0,
+        reencode: bool = True,
+        batch_size: int = 8,
+        context: torch.Tensor | None = None,
+        progress: bool = True,
+    ) -> torch.Tensor:
+        """Generate `num` videos of `frames` frames (any length) as uint8 [B, C, T, H, W].
+
+        `seeds` defaults to seed, seed+1, ...; `context` (uint8 [B or 1, C, T', H, W], T' >=
+        one clip) continues given videos: their last clip conditions the first generated one.
+        """
+        frames = frames or self.clip_frames
+        seeds = list(seeds) if seeds is not None else [seed + i for i in range(num)]
+        num_clips = -(-frames // self.clip_frames)
+        label_ids = self.label_ids(labels, len(seeds))
+        out = []
+        bar = tqdm(total=len(seeds) * num_clips, desc="clips", unit="clip", disable=not progress)
+        for i in range(0, len(seeds), batch_size):
+            batch_seeds = seeds[i : i + batch_size]
+            y = label_ids[i : i + batch_size] if label_ids is not None else None
+            cond = None
+            if context is not None:
+                ctx = context if context.shape[0] == 1 else context[i : i + batch_size]
+                ctx = ctx.expand(len(batch_seeds), *ctx.shape[1:])
+                cond = self.encode(ctx[:, :, -self.clip_frames :])
+            pieces = []
+            for k in range(num_clips):
+                z = self.sample_latents(
+                    batch_seeds, k, cond, y, sampler, steps, eta, guidance, class_guidance
+                )
+                video = self.decode(z)
+                pieces.append(video.cpu())
+                cond = self.encode(video) if reencode else z
+                bar.update(len(batch_seeds))
+            out.append(torch.cat(pieces, dim=2)[:, :, :frames])
+        bar.close()
+        return torch.cat(out)
+
+    def encode(self, video: torch.Tensor) -> Any:
+        """uint8 [B, C, T, H, W] -> latent."""
+        return self.autoencoder.encode(to_model_range(video.to(self.device)))
+
+    def decode(self, z: Any) -> torch.Tensor:
+        """latent -> uint8 [B, C, T, H, W] (official decode: clamp, then truncation to uint8)."""
+        return from_model_range(self.autoencoder.decode(z))
+
+
+def write_pipeline_file(
+    folder: str | Path,
+    unet: str,
+    autoencoder: str,
+    classes: Sequence[str] | None = None,
+    **extra: Any,
+) -> Path:
+    """Describe a pipeline folder: where its UNet and autoencoder are (relative paths)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    spec = {
+        "format": "pvdm-pipeline",
+        "unet": unet,
+        "autoencoder": autoencoder,
+        "classes": classes,
+        **extra,
+    }
+    atomic_write_text(folder / PIPELINE_FILE, json.dumps(spec, indent=2))
+    return folder
+
+
+def _gen(seed: int, device: torch.device) -> torch.Generator:
+    g = torch.Generator(device=device)
+    g.manual_seed(seed)
+    return g

@@ -1,0 +1,131 @@
+"""Named run settings: one function per preset, for each training stage.
+
+`debug` is tiny (32 x 32, 8 frames) for tests and the CPU demo. The paper presets follow the
+official recipe (spec sections 2, 3 and 9); counts are optimizer steps:
+- autoencoder phase 1 (`ucf101-256`, `sky-256`): L1 + LPIPS, global batch 8 with 3 accumulation
+  micro-batches (the paper's effective 24), AdamW 1e-4 betas (0.5, 0.9); about 250k official
+  micro-iterations = 85k steps. Phase 2 (`*-gan`): the discriminators on from the first step,
+  about 14k micro-iterations = 5k steps, with the held-out guard instead of manual early stopping.
+- diffusion (`ucf101-256`, `sky-256`): global batch 64, AdamW 1e-4 constant, EMA 0.9999 every
+  25 steps, fp32 like the official trainer, cond_prob 0.3 (UCF-101) / 0.2 (Sky).
+Departures: bf16 autocast for the autoencoder (the official code uses fp16 AMP; bf16 needs no
+loss scaling on A100/H100); `precision` can be set back with --set train.precision=fp16.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from pvdm.data import DataConfig
+from pvdm.diffusion.schedule import DiffusionConfig
+from pvdm.models.autoencoder import autoencoder_preset
+from pvdm.models.unet import unet_preset
+from pvdm.train.ae_loss import AutoencoderLossConfig
+from pvdm.train.autoencoder import AutoencoderRunConfig
+from pvdm.train.config import TrainConfig
+from pvdm.train.diffusion import DiffusionRunConfig
+
+
+def _ae_debug() -> AutoencoderRunConfig:
+    return AutoencoderRunConfig(
+        model=autoencoder_preset("debug"),
+        data=DataConfig(path="synthetic", resolution=32, frames=8, num_workers=0),
+        train=TrainConfig(
+            max_steps=600,
+            batch_size=8,
+            lr=1e-3,
+            betas=(0.5, 0.9),
+            use_ema=False,
+            log_every=25,
+            checkpoint_every=200,
+            eval_every=100,
+            keep_checkpoints=2,
+            keep_snapshots=2,
+        ),
+        # no VGG16 download on a first try-out: L1 only (set loss.perceptual_weight=4 to add LPIPS)
+        loss=AutoencoderLossConfig(perceptual_weight=0.0, guard_clips=8),
+    )
+
+
+def _ae_paper(layout: str, gan: bool) -> Callable[[], AutoencoderRunConfig]:
+    def preset() -> AutoencoderRunConfig:
+        return AutoencoderRunConfig(
+            model=autoencoder_preset("official"),
+            data=DataConfig(path="", layout=layout, resolution=256, frames=16, num_workers=4),
+            train=TrainConfig(
+                max_steps=5_000 if gan else 85_000,
+                batch_size=8,
+                grad_accum=3,
+                lr=1e-4,
+                betas=(0.5, 0.9),
+                precision="bf16",
+                use_ema=False,
+                log_every=50,
+                checkpoint_every=500 if gan else 2_000,
+                eval_every=500 if gan else 2_000,
+            ),
+            loss=AutoencoderLossConfig(disc_start=0 if gan else 100_000_000, guard_clips=32),
+        )
+
+    return preset
+
+
+def _dm_debug() -> DiffusionRunConfig:
+    return DiffusionRunConfig(
+        model=unet_preset("debug"),
+        data=DataConfig(path="synthetic", resolution=32, frames=8, num_workers=0),
+        train=TrainConfig(
+            max_steps=1500,
+            batch_size=16,
+            lr=5e-4,
+            ema_decay=0.999,
+            ema_every=5,
+            log_every=50,
+            checkpoint_every=500,
+            keep_checkpoints=2,
+            keep_snapshots=2,
+        ),
+        diffusion=DiffusionConfig(cond_prob=0.3),
+    )
+
+
+def _dm_paper(
+    layout: str, cond_prob: float, classes: bool = False
+) -> Callable[[], DiffusionRunConfig]:
+    def preset() -> DiffusionRunConfig:
+        model = unet_preset("official")
+        if classes:
+            model.num_classes = 101
+        return DiffusionRunConfig(
+            model=model,
+            data=DataConfig(path="", layout=layout, resolution=256, frames=16, num_workers=4),
+            train=TrainConfig(
+                max_steps=850_000,
+                batch_size=64,
+                lr=1e-4,
+                log_every=100,
+                checkpoint_every=10_000,
+                preview_every=10_000,
+            ),
+            diffusion=DiffusionConfig(cond_prob=cond_prob),
+            preview_sampler="ddim",
+            preview_steps=100,
+        )
+
+    return preset
+
+
+AUTOENCODER_RUNS: dict[str, Callable[[], AutoencoderRunConfig]] = {
+    "debug": _ae_debug,
+    "ucf101-256": _ae_paper("ucf101", gan=False),
+    "ucf101-256-gan": _ae_paper("ucf101", gan=True),
+    "sky-256": _ae_paper("sky", gan=False),
+    "sky-256-gan": _ae_paper("sky", gan=True),
+}
+
+DIFFUSION_RUNS: dict[str, Callable[[], DiffusionRunConfig]] = {
+    "debug": _dm_debug,
+    "ucf101-256": _dm_paper("ucf101", 0.3),
+    "sky-256": _dm_paper("sky", 0.2),
+    "ucf101-256-classcond": _dm_paper("ucf101", 0.3, classes=True),
+}

@@ -1,0 +1,381 @@
+"""Autoencoder training (PVDM stage 1): phase 1 (L1 + LPIPS), phase 2 (+ 2D/3D PatchGAN).
+
+One plain loop. Each pass: report, evaluate, save snapshot and training state, stop if done,
+then train one step. A step is one optimizer update of the autoencoder over `grad_accum`
+micro-batches; when the discriminators are on, the same micro-batches also update them (on the
+reconstructions detached), as in taming-transformers. The official trainer instead alternates
+whole accumulation windows of generator and discriminator updates on different batches.
+
+Resume: re-run the same command on the same output folder. Randomness derives from
+(seed, rank, step) and the data position from the step, so a resumed run ends bit-identical to
+an uninterrupted one on the CPU.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from pvdm.config import config_to_dict
+from pvdm.data import DataConfig, eval_clips, make_loader, open_dataset, to_model_range
+from pvdm.errors import ConfigError, PvdmError
+from pvdm.models import load_model
+from pvdm.models.autoencoder import AutoencoderConfig, TriplaneAutoencoder
+from pvdm.train.ae_loss import AutoencoderLoss, AutoencoderLossConfig
+from pvdm.train.checkpoint import (
+    RunFolder,
+    load_latest_training_state,
+    load_training_state,
+    save_training_state,
+)
+from pvdm.train.common import (
+    autocast,
+    grad_norm,
+    make_scaler,
+    prepare_run,
+    set_lr,
+    warmup_lr,
+)
+from pvdm.train.config import TrainConfig
+from pvdm.train.distributed import (
+    DistInfo,
+    all_reduce_sum,
+    broadcast_flag,
+    init_distributed,
+    local_batch_size,
+)
+from pvdm.train.ema import EMA
+from pvdm.train.interrupt import StopRequest
+from pvdm.train.monitor import Monitor
+from pvdm.train.seeding import step_seed
+from pvdm.train.snapshots import save_preview, save_snapshot
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class AutoencoderRunConfig:
+    """Everything one autoencoder training run needs."""
+
+    model: AutoencoderConfig = field(default_factory=AutoencoderConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    loss: AutoencoderLossConfig = field(default_factory=AutoencoderLossConfig)
+
+    def validate(self) -> None:
+        if (self.data.resolution, self.data.frames) != (self.model.resolution, self.model.frames):
+            raise ConfigError(
+                f"data.resolution/frames ({self.data.resolution}, {self.data.frames}) must equal "
+                f"model.resolution/frames ({self.model.resolution}, {self.model.frames})"
+            )
+
+
+def build_lpips(cfg: AutoencoderLossConfig) -> torch.nn.Module | None:
+    """The frozen LPIPS network, or None when the perceptual term is off."""
+    if cfg.perceptual_weight <= 0:
+        return None
+    from pvdm.models.lpips import LPIPS
+
+    return LPIPS.from_files(cfg.vgg_weights, cfg.lpips_weights)
+
+
+@torch.no_grad()
+def heldout_psnr(
+    model: torch.nn.Module, clips: torch.Tensor, info: DistInfo, precision: str, batch_size: int = 4
+) -> float:
+    """Mean PSNR (official formula, [0, 1] scale) of reconstructions of fixed uint8 clips."""
+    total = torch.zeros(2, dtype=torch.float64, device=info.device)
+    shard = clips[info.rank :: info.world_size]
+    was_training = model.training
+    model.eval()
+    for i in range(0, len(shard), batch_size):
+        x = to_model_range(shard[i : i + batch_size].to(info.device))
+        with autocast(precision, info.device):
+            xrec = model(x)
+        mse = ((x - xrec.float()) / 2).square().flatten(1).mean(1)
+        total[0] += (-10 * torch.log10(mse.clamp_min(1e-10))).double().sum()
+        total[1] += len(x)
+    model.train(was_training)
+    all_reduce_sum(total)
+    return float(total[0] / total[1])
+
+
+def train_autoencoder(
+    cfg: AutoencoderRunConfig, outdir: str | Path, init: str | None = None
+) -> Path:
+    """Train (or resume) an autoencoder in `outdir`; returns the run folder."""
+    info = init_distributed(cfg.train.device)
+    run = RunFolder(outdir)
+    prepare_run(run, cfg, info)
+    tc = cfg.train
+    device = info.device
+    local_batch = local_batch_size(tc.batch_size, info.world_size)
+
+    torch.manual_seed(tc.seed)  # identical initial weights on every rank
+    model = TriplaneAutoencoder(cfg.model).to(device)
+    loss_fn = AutoencoderLoss(cfg.loss, build_lpips(cfg.loss)).to(device)
+    opt = torch.optim.AdamW(
+        model.parameters(), lr=tc.lr, betas=tc.betas, weight_decay=tc.weight_decay
+    )
+    discs = loss_fn.discriminators
+    d_opt = torch.optim.AdamW(
+        discs.parameters(), lr=cfg.loss.disc_lr, betas=tc.betas, weight_decay=tc.weight_decay
+    )
+    scaler, d_scaler = make_scaler(tc.precision, device), make_scaler(tc.precision, device)
+    ema = EMA(model, tc.ema_decay, tc.ema_every) if tc.use_ema else None
+    guard = {"best_psnr": -math.inf, "best_step": -1, "bad_evals": 0, "rollbacks": 0}
+
+    def training_state(step: int) -> dict[str, Any]:
+        return {
+            "step": step,
+            "model": model.state_dict(),
+            "discriminators": discs.state_dict(),
+            "optimizer": opt.state_dict(),
+            "d_optimizer": d_opt.state_dict(),
+            "scaler": scaler.state_dict(),
+            "d_scaler": d_scaler.state_dict(),
+            "ema": ema.state_dict() if ema else None,
+            "guard": dict(guard),
+            "config": config_to_dict(cfg),
+        }
+
+    def load_state(state: dict[str, Any]) -> None:
+        model.load_state_dict(state["model"])
+        discs.load_state_dict(state["discriminators"])
+        opt.load_state_dict(state["optimizer"])
+        d_opt.load_state_dict(state["d_optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        d_scaler.load_state_dict(state["d_scaler"])
+        if ema and state["ema"] is not None:
+            ema.load_state_dict(state["ema"])
+        guard.update(state["guard"])
+
+    state = load_latest_training_state(run)
+    if state is not None:
+        load_state(state)
+        step = int(state["step"])
+    else:
+        step = 0
+        if init:
+            _init_weights(model, init)
+            if ema:
+                ema.model.load_state_dict(model.state_dict())
+    start_step = step
+
+    train_model: torch.nn.Module = model
+    train_discs: torch.nn.Module = discs
+    if info.distributed:
+        device_ids = [device] if device.type == "cuda" else None
+        if device.type == "cuda":  # SyncBatchNorm needs GPUs; it is plain BatchNorm elsewhere
+            loss_fn.discriminators = discs = torch.nn.SyncBatchNorm.convert_sync_batchnorm(discs)
+        train_model = DDP(model, device_ids=device_ids)
+        train_discs = DDP(discs, device_ids=device_ids)
+
+    dataset = open_dataset(cfg.data)
+    heldout = _heldout_clips(cfg.data, dataset, cfg.loss.guard_clips, tc.seed)
+    loader = iter(
+        make_loader(
+            dataset,
+            batch_size=local_batch,
+            seed=tc.seed,
+            start_batch=step * tc.grad_accum,
+            rank=info.rank,
+            world_size=info.world_size,
+            num_workers=cfg.data.num_workers,
+        )
+    )
+    monitor = Monitor(
+        run.stats if info.is_main else None,
+        start_step=step,
+        max_steps=tc.max_steps,
+        device=device,
+        tensorboard_dir=run.tensorboard if (info.is_main and tc.tensorboard) else None,
+        desc="autoencoder",
+    )
+    nonfinite_in_a_row = 0
+    eval_every = tc.eval_every or tc.checkpoint_every
+    log.info(
+        "training the autoencoder from step %d to %d on %s (%d process(es), batch %d x %d accum)",
+        step, tc.max_steps, device, info.world_size, tc.batch_size, tc.grad_accum,
+    )  # fmt: skip
+
+    with StopRequest() as stop:
+        while True:
+            done = step >= tc.max_steps
+            stopping = broadcast_flag(stop.requested, device)
+
+            # report
+            if step > monitor.last_step and (step % tc.log_every == 0 or done or stopping):
+                monitor.report(step)
+
+            # evaluate on held-out clips; keep the best snapshot; act on divergence
+            if step % eval_every == 0 or done:
+                psnr = heldout_psnr(ema.model if ema else model, heldout, info, tc.precision)
+                diverged = _update_guard(guard, psnr, step, cfg.loss)
+                if info.is_main:
+                    monitor.add({"heldout_psnr": psnr})
+                    if guard["best_step"] == step:
+                        save_snapshot(run, "best", ema.model if ema else model, step, psnr=psnr)
+                        save_training_state_named(run, "best", training_state(step))
+                if diverged:
+                    if (
+                        cfg.loss.on_divergence == "rollback"
+                        and guard["rollbacks"] < cfg.loss.max_rollbacks
+                    ):
+                        log.warning(
+                            "held-out PSNR %.2f dB is %.2f dB below the best (%.2f dB at step %d): "
+                            "rolling back to the best weights",
+                            psnr, guard["best_psnr"] - psnr, guard["best_psnr"], guard["best_step"],
+                        )  # fmt: skip
+                        rollbacks = guard["rollbacks"] + 1
+                        load_state(load_training_state(run.checkpoints / "best.pt"))
+                        guard.update(rollbacks=rollbacks, bad_evals=0)
+                    else:
+                        log.warning(
+                            "held-out PSNR %.2f dB fell %.2f dB below the best (%.2f dB at step %d) "
+                            "for %d evaluations: stopping. Use the best snapshot: %s",
+                            psnr, guard["best_psnr"] - psnr, guard["best_psnr"], guard["best_step"],
+                            cfg.loss.guard_patience, run.snapshots / "best",
+                        )  # fmt: skip
+                        done = True
+
+            if tc.preview_every and step % tc.preview_every == 0 and info.is_main:
+                save_preview(
+                    run, step, ema.model if ema else model, heldout[:4], monitor, tc.precision
+                )
+
+            # save
+            due = step % tc.checkpoint_every == 0 or done or stopping
+            if info.is_main and step != start_step and due:
+                save_snapshot(run, step, ema.model if ema else model, step, tc.keep_snapshots)
+                save_training_state(run, step, training_state(step), tc.keep_checkpoints)
+
+            if done or stopping:
+                break
+
+            # train one step
+            torch.manual_seed(step_seed(tc.seed, info.rank, step))
+            set_lr(opt, warmup_lr(tc.lr, tc.warmup_steps, step))
+            gan = loss_fn.gan_active(step)
+            train_model.train()
+            opt.zero_grad(set_to_none=True)
+            d_opt.zero_grad(set_to_none=True)
+            logs: dict[str, float] = {}
+            for micro in range(tc.grad_accum):
+                batch = next(loader)
+                x = to_model_range(batch["video"].to(device, non_blocking=True))
+                last = micro == tc.grad_accum - 1
+                with _maybe_no_sync(train_model, last):
+                    with autocast(tc.precision, device):
+                        xrec = train_model(x)
+                        g_loss, g_logs = loss_fn.generator_loss(x, xrec, gan)
+                    scaler.scale(g_loss / tc.grad_accum).backward()
+                if gan:
+                    with _maybe_no_sync(train_discs, last):
+                        with autocast(tc.precision, device):
+                            d_loss, d_2d, d_3d = train_discs(x, xrec)
+                        d_scaler.scale(d_loss / tc.grad_accum).backward()
+                    g_logs.update(d_loss=d_loss.item(), d_2d=d_2d.item(), d_3d=d_3d.item())
+                for k, v in g_logs.items():
+                    logs[k] = logs.get(k, 0.0) + v / tc.grad_accum
+
+            scaler.unscale_(opt)
+            norm = grad_norm(model.parameters())
+            if tc.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+            if math.isfinite(norm) and math.isfinite(logs["g_total"]):
+                scaler.step(opt)
+                nonfinite_in_a_row = 0
+            else:
+                nonfinite_in_a_row += 1
+                monitor.add({"skipped_nonfinite": 1.0})
+                log.warning(
+                    "step %d: non-finite loss or gradient; update skipped (%d in a row)",
+                    step,
+                    nonfinite_in_a_row,
+                )
+                if nonfinite_in_a_row >= tc.max_nonfinite:
+                    raise PvdmError(
+                        f"{nonfinite_in_a_row} non-finite steps in a row at step {step}; stopping. "
+                        f"The last good checkpoint is in {run.checkpoints}; lower train.lr or use "
+                        "train.precision=fp32."
+                    )
+            scaler.update()
+            if gan:
+                d_scaler.unscale_(d_opt)
+                torch.nn.utils.clip_grad_norm_(discs.d2.parameters(), cfg.loss.disc_grad_clip)
+                torch.nn.utils.clip_grad_norm_(discs.d3.parameters(), cfg.loss.disc_grad_clip)
+                if math.isfinite(logs.get("d_loss", 0.0)):
+                    d_scaler.step(d_opt)
+                d_scaler.update()
+            step += 1
+            if ema:
+                ema.maybe_update(model, step)
+            logs["grad_norm"] = norm
+            monitor.add(logs, samples=tc.batch_size * tc.grad_accum)
+
+    monitor.close()
+    if stop.requested:
+        log.info("stopped at step %d; run the same command again to resume", step)
+    return run.root
+
+
+def save_training_state_named(run: RunFolder, name: str, state: dict[str, Any]) -> None:
+    """A training state under a fixed name (e.g. best.pt), never pruned."""
+    from pvdm.atomic import atomic_path
+
+    with atomic_path(run.checkpoints / f"{name}.pt") as tmp:
+        torch.save(state, tmp)
+
+
+def _update_guard(
+    guard: dict[str, Any], psnr: float, step: int, cfg: AutoencoderLossConfig
+) -> bool:
+    """Track the best held-out PSNR; True when it degraded for `guard_patience` evaluations."""
+    if psnr > guard["best_psnr"]:
+        guard.update(best_psnr=psnr, best_step=step, bad_evals=0)
+        return False
+    if cfg.on_divergence == "off":
+        return False
+    if psnr < guard["best_psnr"] - cfg.guard_margin_db:
+        guard["bad_evals"] += 1
+    else:
+        guard["bad_evals"] = 0
+    return guard["bad_evals"] >= cfg.guard_patience
+
+
+def _heldout_clips(data: DataConfig, train_set: Any, num: int, seed: int) -> torch.Tensor:
+    """Fixed uint8 clips for the guard: the test split when the dataset has one, else train."""
+    try:
+        held = open_dataset(data, split="test")
+    except PvdmError:
+        held = train_set
+    return eval_clips(held, num, seed=seed)
+
+
+def _init_weights(model: TriplaneAutoencoder, path: str) -> None:
+    """Start from a snapshot or converted checkpoint (e.g. phase 1 weights for phase 2)."""
+    source = load_model(path)
+    if not isinstance(source, TriplaneAutoencoder):
+        raise PvdmError(f"--init {path} is not an autoencoder checkpoint")
+    missing = model.load_state_dict(source.state_dict(), strict=False)
+    if missing.missing_keys or missing.unexpected_keys:
+        raise PvdmError(
+            f"--init {path} does not fit this model (missing {missing.missing_keys[:3]}, "
+            f"unexpected {missing.unexpected_keys[:3]}): use the same model preset"
+        )
+    log.info("initialised the autoencoder from %s", path)
+
+
+def _maybe_no_sync(module: torch.nn.Module, sync: bool):
+    import contextlib
+
+    if isinstance(module, DDP) and not sync:
+        return module.no_sync()
+    return contextlib.nullcontext()

@@ -1,0 +1,119 @@
+"""What both training loops share: the run folder's config and log, precision, guarded steps."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pvdm.config import config_from_dict, config_to_dict, load_config, save_config
+from pvdm.errors import ConfigError
+from pvdm.train.checkpoint import RunFolder
+from pvdm.train.distributed import DistInfo
+
+log = logging.getLogger(__name__)
+
+# Settings that may change when a run is resumed; anything else must match the saved config.
+RESUMABLE_CHANGES = (
+    "train.max_steps",
+    "train.log_every",
+    "train.checkpoint_every",
+    "train.keep_checkpoints",
+    "train.keep_snapshots",
+    "train.preview_every",
+    "train.eval_every",
+    "train.device",
+    "train.tensorboard",
+    "data.num_workers",
+)
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def prepare_run(run: RunFolder, cfg: Any, info: DistInfo) -> None:
+    """Create the run folder, check a resumed run's config, write the resolved config, log to file.
+
+    Re-running a command on an existing run folder resumes it; the resolved config must then
+    equal the saved one except for the settings in RESUMABLE_CHANGES.
+    """
+    if run.config.is_file():
+        saved = _flatten(config_to_dict(load_config(type(cfg), run.config)))
+        now = _flatten(config_to_dict(cfg))
+        changed = [k for k in now if saved.get(k) != now[k] and k not in RESUMABLE_CHANGES]
+        if changed:
+            details = "; ".join(f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in changed[:5])
+            raise ConfigError(
+                f"{run.root} holds a run with different settings ({details}). Re-run with the "
+                "same settings to resume it, or choose a new --outdir."
+            )
+    if info.is_main:
+        run.create()
+        save_config(cfg, run.config)
+        handler = logging.FileHandler(run.log, encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logging.getLogger("pvdm").addHandler(handler)
+        if logging.getLogger("pvdm").level == logging.NOTSET:
+            logging.getLogger("pvdm").setLevel(logging.INFO)
+
+
+def copy_config(cls: type, cfg: Any) -> Any:
+    """A deep, validated copy of a config."""
+    return config_from_dict(cls, config_to_dict(cfg))
+
+
+def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """Autocast for bf16/fp16, nothing for fp32."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def make_scaler(precision: str, device: torch.device) -> torch.amp.GradScaler:
+    """A gradient scaler, active only for fp16."""
+    return torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+
+
+def grad_norm(params: Iterable[torch.nn.Parameter]) -> float:
+    """The global gradient L2 norm (inf or nan when any gradient is not finite)."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return 0.0
+    norms = torch._foreach_norm(grads)
+    return float(torch.linalg.vector_norm(torch.stack([n.float() for n in norms])))
+
+
+def is_finite(value: float) -> bool:
+    return math.isfinite(value)
+
+
+def warmup_lr(base_lr: float, warmup_steps: int, step: int) -> float:
+    """Linear warm-up from base_lr / warmup_steps to base_lr, then constant."""
+    if warmup_steps <= 0 or step >= warmup_steps:
+        return base_lr
+    return base_lr * (step + 1) / warmup_steps
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def latest_snapshot(run_root: Path) -> Path | None:
+    """The newest `snapshots/step-*` folder of a run, or None."""
+    snaps = sorted((Path(run_root) / "snapshots").glob("step-*"))
+    return snaps[-1] if snaps else None

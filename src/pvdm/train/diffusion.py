@@ -1,0 +1,334 @@
+"""Latent diffusion training (PVDM stage 2), the official joint recipe (spec section 3).
+
+Each micro-batch is, with probability `cond_prob` (one coin per micro-batch, as the official
+one per iteration), conditional: target = latent of the second half of a double-length clip,
+condition = latent of its first half; otherwise unconditional: target = a T-frame window at a
+random offset p in {0..T}, condition = zeros. Epsilon prediction, L2 loss, constant learning
+rate (optional warm-up), AdamW, EMA every 25 steps. Latents come from a latent cache
+(`pvdm cache-latents`) or are encoded on the fly from videos.
+
+The loop order is the same as the autoencoder's: report, preview, save, stop if done, step.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from pvdm.config import config_to_dict
+from pvdm.data import DataConfig, make_loader, open_dataset, to_model_range
+from pvdm.diffusion.cache import LatentCache, is_latent_cache
+from pvdm.diffusion.pipeline import PVDMPipeline, write_pipeline_file
+from pvdm.diffusion.schedule import DiffusionConfig, NoiseSchedule, diffusion_loss
+from pvdm.errors import ConfigError, PvdmError
+from pvdm.models import load_model
+from pvdm.models.latent import TriplaneLatent
+from pvdm.models.unet import TriplaneUNet, UNetConfig
+from pvdm.train.checkpoint import RunFolder, load_latest_training_state, save_training_state
+from pvdm.train.common import autocast, grad_norm, make_scaler, prepare_run, set_lr, warmup_lr
+from pvdm.train.config import TrainConfig
+from pvdm.train.distributed import broadcast_flag, init_distributed, local_batch_size
+from pvdm.train.ema import EMA
+from pvdm.train.interrupt import StopRequest
+from pvdm.train.monitor import Monitor
+from pvdm.train.seeding import step_seed
+from pvdm.train.snapshots import resolve_snapshot, save_snapshot
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DiffusionRunConfig:
+    """Everything one diffusion training run needs."""
+
+    model: UNetConfig = field(default_factory=UNetConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    autoencoder: str = ""  # run folder, snapshot or converted checkpoint of the autoencoder
+    preview_samples: int = 4
+    preview_sampler: str = "dpm"
+    preview_steps: int = 20
+
+    def validate(self) -> None:
+        if self.preview_samples < 1 or self.preview_steps < 1:
+            raise ConfigError("preview_samples and preview_steps must be at least 1")
+
+
+class CachedBatches:
+    """Micro-batches from a latent cache, a pure function of the batch index."""
+
+    def __init__(self, cache: LatentCache, batch_size: int, seed: int, rank: int, world_size: int):
+        from pvdm.data import ClipSampler
+
+        self.cache = cache
+        self.batch_size = batch_size
+        self.sampler = ClipSampler(
+            len(cache), batch_size * world_size, seed=seed, rank=rank, world_size=world_size
+        )
+
+    def get(self, batch_index: int, cond: bool, device: torch.device):
+        indices = torch.tensor([r.index for r in self.sampler.batch(batch_index)])
+        entry = self.cache.batch(indices)
+        g = self.cache.geometry
+
+        def latent(kind: str) -> TriplaneLatent:
+            return TriplaneLatent.unpack(entry[kind].to(device), g.frames, g.height, g.width)
+
+        z = latent("target") if cond else latent("uncond")
+        c = latent("prev") if cond else None
+        return z, c, entry["label"].to(device)
+
+
+class EncodedBatches:
+    """Micro-batches encoded on the fly from double-length video clips (the official path)."""
+
+    def __init__(self, loader_factory, autoencoder: torch.nn.Module, frames: int, precision: str):
+        self.loader_factory = loader_factory
+        self.loader = None
+        self.next_index = None
+        self.ae = autoencoder
+        self.frames = frames
+        self.precision = precision
+
+    def get(self, batch_index: int, cond: bool, device: torch.device):
+        if self.loader is None or batch_index != self.next_index:
+            self.loader = iter(self.loader_factory(batch_index))
+        self.next_index = batch_index + 1
+        batch = next(self.loader)
+        video = to_model_range(batch["video"].to(device, non_blocking=True))  # [B, C, 2T, H, W]
+        t = self.frames
+        with torch.no_grad(), autocast(self.precision, device):
+            if cond:
+                z = self.ae.encode(video[:, :, t:]).float()
+                c = self.ae.encode(video[:, :, :t]).float()
+            else:
+                prefix = int(torch.randint(0, t + 1, ()).item())
+                z = self.ae.encode(video[:, :, prefix : prefix + t]).float()
+                c = None
+        return z, c, batch["label"].to(device)
+
+
+def train_diffusion(cfg: DiffusionRunConfig, outdir: str | Path) -> Path:
+    """Train (or resume) a diffusion model in `outdir`; returns the run folder."""
+    info = init_distributed(cfg.train.device)
+    if not cfg.autoencoder:
+        raise ConfigError("train-diffusion needs --autoencoder (a run folder or checkpoint)")
+    run = RunFolder(outdir)
+    prepare_run(run, cfg, info)
+    tc, dc = cfg.train, cfg.diffusion
+    device = info.device
+    local_batch = local_batch_size(tc.batch_size, info.world_size)
+
+    ae_path = resolve_snapshot(cfg.autoencoder)
+    autoencoder = load_model(ae_path).to(device).eval().requires_grad_(False)
+    if info.is_main and not (run.root / "autoencoder" / "config.json").is_file():
+        # the run keeps its own copy, so `pvdm sample --model RUN` needs nothing else
+        autoencoder.save_pretrained(run.root / "autoencoder")
+    frames = autoencoder.config.frames
+
+    cached = is_latent_cache(cfg.data.path)
+    if cached:
+        cache = LatentCache(cfg.data.path)
+        classes = cache.classes
+        source: Any = CachedBatches(cache, local_batch, tc.seed, info.rank, info.world_size)
+    else:
+        dataset = open_dataset(cfg.data, clip_frames=2 * frames)
+        classes = dataset.classes
+
+        def loader_factory(start_batch: int):
+            return make_loader(
+                dataset,
+                batch_size=local_batch,
+                seed=tc.seed,
+                start_batch=start_batch,
+                rank=info.rank,
+                world_size=info.world_size,
+                num_workers=cfg.data.num_workers,
+            )
+
+        source = EncodedBatches(loader_factory, autoencoder, frames, tc.precision)
+    if cfg.model.num_classes is not None and not classes:
+        raise ConfigError("model.num_classes is set but the data has no class labels")
+    if info.is_main:
+        write_pipeline_file(
+            run.root, "snapshots", "autoencoder", classes, schedule=_schedule_args(dc)
+        )
+
+    torch.manual_seed(tc.seed)
+    unet = TriplaneUNet(cfg.model).to(device)
+    schedule = NoiseSchedule.from_config(dc)
+    opt = torch.optim.AdamW(
+        unet.parameters(), lr=tc.lr, betas=tc.betas, weight_decay=tc.weight_decay
+    )
+    scaler = make_scaler(tc.precision, device)
+    ema = EMA(unet, tc.ema_decay, tc.ema_every) if tc.use_ema else None
+
+    state = load_latest_training_state(run)
+    step = 0
+    if state is not None:
+        unet.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        if ema and state["ema"] is not None:
+            ema.load_state_dict(state["ema"])
+        step = int(state["step"])
+    start_step = step
+    train_unet = (
+        DDP(unet, device_ids=[device] if device.type == "cuda" else None)
+        if info.distributed
+        else unet
+    )
+
+    monitor = Monitor(
+        run.stats if info.is_main else None,
+        start_step=step,
+        max_steps=tc.max_steps,
+        device=device,
+        tensorboard_dir=run.tensorboard if (info.is_main and tc.tensorboard) else None,
+        desc="diffusion",
+    )
+    nonfinite_in_a_row = 0
+    log.info(
+        "training the diffusion model from step %d to %d on %s (%s latents, batch %d x %d accum)",
+        step, tc.max_steps, device, "cached" if cached else "encoded", tc.batch_size, tc.grad_accum,
+    )  # fmt: skip
+
+    with StopRequest() as stop:
+        while True:
+            done = step >= tc.max_steps
+            stopping = broadcast_flag(stop.requested, device)
+            if step > monitor.last_step and (step % tc.log_every == 0 or done or stopping):
+                monitor.report(step)
+            if tc.preview_every and step % tc.preview_every == 0 and info.is_main:
+                _preview(
+                    run,
+                    step,
+                    ema.model if ema else unet,
+                    autoencoder,
+                    schedule,
+                    cfg,
+                    classes,
+                    monitor,
+                )
+            due = step % tc.checkpoint_every == 0 or done or stopping
+            if info.is_main and step != start_step and due:
+                save_snapshot(run, step, ema.model if ema else unet, step, tc.keep_snapshots)
+                save_training_state(
+                    run,
+                    step,
+                    {
+                        "step": step,
+                        "model": unet.state_dict(),
+                        "optimizer": opt.state_dict(),
+                        "scaler": scaler.state_dict(),
+                        "ema": ema.state_dict() if ema else None,
+                        "config": config_to_dict(cfg),
+                    },
+                    tc.keep_checkpoints,
+                )
+            if done or stopping:
+                break
+
+            torch.manual_seed(step_seed(tc.seed, info.rank, step))
+            set_lr(opt, warmup_lr(tc.lr, tc.warmup_steps, step))
+            train_unet.train()
+            opt.zero_grad(set_to_none=True)
+            total = 0.0
+            for micro in range(tc.grad_accum):
+                cond = bool(torch.rand(()) < dc.cond_prob)
+                z, c, labels = source.get(step * tc.grad_accum + micro, cond, device)
+                labels = _drop_labels(labels, cfg.model.num_classes, dc.class_dropout)
+                x0 = z.pack()
+                t = torch.randint(0, schedule.num_timesteps, (x0.shape[0],), device=device)
+                noise = torch.randn_like(x0)
+                xt = schedule.q_sample(x0, t, noise)
+                last = micro == tc.grad_accum - 1
+                with _no_sync(train_unet, last):
+                    with autocast(tc.precision, device):
+                        eps = train_unet(_like(xt, z), t, cond=c, labels=labels).pack()
+                        loss = diffusion_loss(eps, noise, dc.loss)
+                    scaler.scale(loss / tc.grad_accum).backward()
+                total += loss.item() / tc.grad_accum
+            scaler.unscale_(opt)
+            norm = grad_norm(unet.parameters())
+            if tc.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(unet.parameters(), tc.grad_clip)
+            if math.isfinite(norm) and math.isfinite(total):
+                scaler.step(opt)
+                nonfinite_in_a_row = 0
+            else:
+                nonfinite_in_a_row += 1
+                monitor.add({"skipped_nonfinite": 1.0})
+                log.warning(
+                    "step %d: non-finite loss or gradient; update skipped (%d in a row)",
+                    step,
+                    nonfinite_in_a_row,
+                )
+                if nonfinite_in_a_row >= tc.max_nonfinite:
+                    raise PvdmError(
+                        f"{nonfinite_in_a_row} non-finite steps in a row at step {step}; stopping. "
+                        f"The last good checkpoint is in {run.checkpoints}; lower train.lr."
+                    )
+            scaler.update()
+            step += 1
+            if ema:
+                ema.maybe_update(unet, step)
+            monitor.add({"loss": total, "grad_norm": norm}, samples=tc.batch_size * tc.grad_accum)
+
+    monitor.close()
+    if stop.requested:
+        log.info("stopped at step %d; run the same command again to resume", step)
+    return run.root
+
+
+def _like(packed: torch.Tensor, like: TriplaneLatent) -> TriplaneLatent:
+    return TriplaneLatent.unpack(packed, like.tw.shape[2], like.th.shape[3], like.tw.shape[3])
+
+
+def _drop_labels(labels: torch.Tensor, num_classes: int | None, p: float) -> torch.Tensor | None:
+    """Class labels with dropout to the null class (index num_classes), or None if unconditional."""
+    if num_classes is None:
+        return None
+    drop = torch.rand(labels.shape, device=labels.device) < p
+    return torch.where(drop | (labels < 0), torch.full_like(labels, num_classes), labels)
+
+
+def _schedule_args(dc: DiffusionConfig) -> dict[str, Any]:
+    return {
+        "num_timesteps": dc.num_timesteps,
+        "linear_start": dc.linear_start,
+        "linear_end": dc.linear_end,
+    }
+
+
+@torch.no_grad()
+def _preview(run, step, unet, autoencoder, schedule, cfg, classes, monitor) -> None:
+    """Samples at fixed seeds (the same every time), written as a GIF and to TensorBoard."""
+    from pvdm.data import write_video
+
+    pipe = PVDMPipeline(unet, autoencoder, schedule, classes)
+    videos = pipe(
+        cfg.preview_samples,
+        seeds=list(range(cfg.preview_samples)),
+        sampler=cfg.preview_sampler,
+        steps=cfg.preview_steps,
+        labels=[0] if cfg.model.num_classes is not None else None,
+        progress=False,
+    )
+    write_video(run.previews / f"samples-{step:08d}.gif", videos)
+    monitor.add_video("samples", videos, step)
+
+
+def _no_sync(module: torch.nn.Module, sync: bool):
+    import contextlib
+
+    if isinstance(module, DDP) and not sync:
+        return module.no_sync()
+    return contextlib.nullcontext()

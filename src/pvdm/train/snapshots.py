@@ -1,0 +1,90 @@
+"""Inference snapshots and preview videos written during training (rank 0 only).
+
+A snapshot is a pretrained-model folder (`config.json` + `model.safetensors`, see
+pvdm.models.pretrained) holding the weights to use for inference: the EMA weights when the run
+keeps an EMA, else the raw ones. `snapshots/step-<step>/` per saved step (the newest
+`train.keep_snapshots` kept) and `snapshots/best/` for the best held-out evaluation.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from einops import rearrange
+
+from pvdm.train.checkpoint import RunFolder
+
+log = logging.getLogger(__name__)
+
+
+def snapshot_dir(run: RunFolder, name: int | str) -> Path:
+    """snapshots/step-<8 digits> for a step, snapshots/<name> otherwise."""
+    return run.snapshots / (f"step-{name:08d}" if isinstance(name, int) else name)
+
+
+def save_snapshot(
+    run: RunFolder,
+    name: int | str,
+    model: torch.nn.Module,
+    step: int,
+    keep: int = 0,
+    **metadata: Any,
+) -> Path:
+    """Save `model` as a pretrained folder; keep only the newest `keep` step snapshots (0 = all)."""
+    path = snapshot_dir(run, name)
+    model.save_pretrained(path, metadata={"step": step, **metadata})
+    if keep > 0:
+        steps = sorted(run.snapshots.glob("step-*"))
+        for old in steps[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    return path
+
+
+def resolve_snapshot(path: str | Path) -> Path:
+    """A model path for inference: a pretrained folder or file as is; for a run folder, its best
+    snapshot if it has one, else its newest step snapshot."""
+    path = Path(path)
+    snaps = path / "snapshots"
+    if snaps.is_dir():
+        if (snaps / "best" / "config.json").is_file():
+            return snaps / "best"
+        steps = sorted(p for p in snaps.glob("step-*") if (p / "config.json").is_file())
+        if steps:
+            return steps[-1]
+    return path
+
+
+@torch.no_grad()
+def save_preview(
+    run: RunFolder,
+    step: int,
+    model: torch.nn.Module,
+    clips: torch.Tensor,
+    monitor: Any,
+    precision: str,
+) -> Path:
+    """Real (left) next to reconstructed (right) clips as a GIF, also sent to TensorBoard."""
+    from pvdm.data import from_model_range, to_model_range, write_video
+    from pvdm.train.common import autocast
+
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    x = to_model_range(clips.to(device))
+    with autocast(precision, device):
+        xrec = model(x).float()
+    model.train(was_training)
+    side = torch.cat([clips.to(device), from_model_range(xrec)], dim=-1)  # [B, C, T, H, 2W]
+    path = run.previews / f"reconstruction-{step:08d}.gif"
+    write_video(path, side.cpu())
+    monitor.add_video("reconstruction", side, step)
+    return path
+
+
+def grid_of(video: torch.Tensor) -> torch.Tensor:
+    """[B, C, T, H, W] -> one row of videos side by side [C, T, H, B*W]."""
+    return rearrange(video, "b c t h w -> c t h (b w)")
