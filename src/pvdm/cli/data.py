@@ -73,6 +73,9 @@ def _config(args: argparse.Namespace, **fields: Any) -> Any:
     from pvdm.data import DataConfig
     from pvdm.errors import ConfigError, DataError
 
+    # Synthetic videos grow to fit a long clip (their length is a config field, not a flag).
+    span = (fields["frames"] - 1) * fields["stride"] + 1
+    fields.setdefault("synthetic_frames", max(DataConfig.synthetic_frames, span))
     cfg = DataConfig(
         path=args.path,
         layout=args.layout,

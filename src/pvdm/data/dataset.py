@@ -150,8 +150,12 @@ class VideoDataset(Dataset):
                 f"no readable video left after {attempt} failed reads; check the dataset with "
                 "`pvdm data inspect`"
             )
+        # The candidates depend only on (seed, index, attempt), never on which files this
+        # process already knows are bad, so every worker substitutes the same video.
+        if len(self.videos) == 1:
+            return index
         rng = np.random.default_rng([_SUBSTITUTE_TAG, seed, index, attempt])
-        return int(rng.integers(len(self.videos)))
+        return (index + 1 + int(rng.integers(len(self.videos) - 1))) % len(self.videos)
 
     def __repr__(self) -> str:
         return (

@@ -19,6 +19,7 @@ file without seeking, which is always right, only slower.
 from __future__ import annotations
 
 import bisect
+import itertools
 import os
 import re
 from collections.abc import Iterator, Sequence
@@ -153,7 +154,7 @@ def read_frames(path: str | Path, info: Probe, indices: Sequence[int]) -> np.nda
     indices = [int(i) for i in indices]
     if not indices:
         raise ValueError("no frame indices given")
-    if any(b <= a for a, b in zip(indices, indices[1:])):
+    if any(b <= a for a, b in itertools.pairwise(indices)):
         raise ValueError(f"frame indices must be strictly increasing, got {indices}")
     if indices[0] < 0 or indices[-1] >= info.num_frames:
         raise ValueError(
@@ -239,7 +240,7 @@ def _index(
     usable = not counting and None not in pts and len(set(pts)) == n
     if usable:
         order = sorted(pts)  # type: ignore[type-var]
-        steps = {b - a for a, b in zip(order, order[1:])}
+        steps = {b - a for a, b in itertools.pairwise(order)}
         if len(steps) <= 1:
             pts_first, pts_step = order[0], (steps.pop() if steps else 1)
         else:
@@ -254,7 +255,7 @@ def _index(
         return _replace(probe_, keys=tuple(frame_keys))
     # Counting from a keyframe is exact only without B-frame reordering; with it (xvid's
     # packed B-frames in UCF-101), reads decode from the start instead of seeking.
-    reordered = None in pts or any(b <= a for a, b in zip(pts, pts[1:]))  # type: ignore[operator]
+    reordered = None in pts or any(b <= a for a, b in itertools.pairwise(pts))  # type: ignore[operator]
     if reordered:
         keys = keys[:1]
     keys = [k for k in keys if k[1] is not None or k[2] is not None]
@@ -335,7 +336,9 @@ def _frames_from(
     seeked = key is not None and key[0] > 0
     if seeked:
         _, kpts, kdts = key
-        target = min(t for t in (kpts, kdts) if t is not None)
+        # Demuxers index keyframes by pts or by dts (<= pts); seeking to the pts lands on this
+        # keyframe either way (the next one's dts is a whole GOP later).
+        target = kpts if kpts is not None else kdts
         container.seek(target, stream=stream, backward=True, any_frame=False)
     by_pts = use_index and info.has_pts
     next_index = key[0] if seeked else 0
