@@ -42,6 +42,13 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp"})
 _COUNTING_FORMATS = frozenset({"avi"})
 
 
+# Pixel formats known to convert to rgb24; others are test-converted once while scanning.
+_RGB_READY = frozenset(
+    {"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p", "nv12", "gray"}
+    | {"rgb24", "bgr24", "rgba", "bgra", "argb", "abgr", "pal8", "yuva420p"}
+)
+
+
 class ReadError(Exception):
     """A video or frame that cannot be read; the message is the reason, without the path."""
 
@@ -208,8 +215,15 @@ def _probe_file(path: Path) -> Probe:
         pts: list[int | None] = []
         keys: list[tuple[int, int | None, int | None]] = []
         damaged = False
+        first = None  # the first decoded frame: proves the codec works and gives the size
+        decode_errors: list[Exception] = []
         try:
             for packet in container.demux(stream):
+                if first is None and len(decode_errors) < 8:  # a few bad packets may lead
+                    try:
+                        first = next(iter(packet.decode()), None)
+                    except (av.FFmpegError, ValueError) as e:
+                        decode_errors.append(e)
                 if packet.size == 0:
                     continue
                 if packet.is_keyframe:
@@ -217,11 +231,18 @@ def _probe_file(path: Path) -> Probe:
                 pts.append(packet.pts)
         except (av.FFmpegError, OSError):
             damaged = True  # truncated or corrupt: keep what demuxed, verified below
-    if not pts:
-        raise ReadError("no video frames in the file")
-    info = _index(pts, keys, counting, fps)
-    first = _first_frame(path, info)
-    info = _replace(info, height=first.shape[0], width=first.shape[1])
+        if not pts:
+            raise ReadError("no video frames in the file")
+        if first is None:
+            reason = f" ({_reason(decode_errors[-1])})" if decode_errors else ""
+            raise ReadError(f"cannot decode the first frame{reason}")
+        if first.format.name not in _RGB_READY:
+            try:
+                _to_rgb(first)
+            except (av.FFmpegError, ValueError) as e:
+                raise ReadError(f"cannot convert {first.format.name} frames to RGB ({e})") from None
+        height, width = first.height, first.width
+    info = _replace(_index(pts, keys, counting, fps), height=height, width=width)
     if damaged or declared > info.num_frames:
         # The file ends early (truncated download or copy); keep the frames that decode.
         info = _replace(info, num_frames=_count_decodable(path, info))
@@ -265,17 +286,6 @@ def _index(
 def _replace(info: Probe, **changes: Any) -> Probe:
     data = {**info.__dict__, **changes}
     return Probe(**data)
-
-
-def _first_frame(path: Path, info: Probe) -> np.ndarray:
-    try:
-        with av.open(str(path), metadata_errors="ignore") as container:
-            stream = container.streams.video[0]
-            for _, frame in _frames_from(container, stream, info, 0, use_index=False):
-                return _to_rgb(frame)
-    except (av.FFmpegError, OSError, ValueError) as e:
-        raise ReadError(f"cannot decode the first frame ({_reason(e)})") from None
-    raise ReadError("no frame decodes")
 
 
 def _count_decodable(path: Path, info: Probe) -> int:

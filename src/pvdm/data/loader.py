@@ -58,11 +58,13 @@ def make_loader(
     shuffle: bool = True,
     pin_memory: bool = False,
     prefetch_factor: int = 2,
+    multiprocessing_context: str | None = None,
 ) -> ClipLoader:
     """Endless batches of `batch_size` clips for this rank, starting at global batch `start_batch`.
 
     Batch `b` holds the same clips whatever `num_workers` is and however often the run was
     resumed; a training loop with gradient accumulation uses `b = step * accum + micro`.
+    Workers may use any start method (`multiprocessing_context`: fork, spawn, forkserver).
     """
     sampler = ClipSampler(
         len(dataset),
@@ -73,7 +75,23 @@ def make_loader(
         start_batch=start_batch,
         shuffle=shuffle,
     )
-    loader = _data_loader(dataset, sampler, batch_size, num_workers, pin_memory, prefetch_factor)
+    extra: dict[str, Any] = {}
+    if num_workers > 0:
+        extra = {
+            "prefetch_factor": prefetch_factor,
+            "worker_init_fn": _worker_init,
+            "multiprocessing_context": multiprocessing_context,
+        }
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=num_workers,
+        collate_fn=collate,
+        pin_memory=pin_memory,
+        drop_last=True,
+        **extra,
+    )
     return ClipLoader(dataset, sampler, loader)
 
 
@@ -116,29 +134,6 @@ def collate(samples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
     for key in ("label", "index", "start", "failed"):
         batch[key] = torch.tensor([s[key] for s in samples], dtype=torch.int64)
     return batch
-
-
-def _data_loader(
-    dataset: VideoDataset,
-    sampler: ClipSampler,
-    batch_size: int,
-    num_workers: int,
-    pin_memory: bool,
-    prefetch_factor: int,
-) -> DataLoader:
-    extra: dict[str, Any] = {}
-    if num_workers > 0:
-        extra = {"prefetch_factor": prefetch_factor, "worker_init_fn": _worker_init}
-    return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        sampler=sampler,
-        num_workers=num_workers,
-        collate_fn=collate,
-        pin_memory=pin_memory,
-        drop_last=True,
-        **extra,
-    )
 
 
 def _worker_init(worker_id: int) -> None:
