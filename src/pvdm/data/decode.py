@@ -1,41 +1,56 @@
-"""Decoding video files (PyAV) and frame folders, reading only the frames a clip needs.
+"""Decoding video files with PyAV, reading only the frames a clip needs.
 
 The official PVDM loader (`tools/dataloader.py`; reference §6.1) decodes every video whole
 with `torchvision.io.read_video` and then keeps 16 or 32 frames. Here a clip is read by seeking
 to the last keyframe at or before its first frame and decoding forward to its last frame.
+(Frame folders are read in `frames.py`; `probe` and `read_frames` accept both.)
 
 Frame index `i` always means the i-th frame that a full decode from the start outputs, so a
 clip read by seeking equals the same frames of a full decode. Two ways map decoded frames to
 indices:
-- *pts mode* (mp4, mov, mkv, webm, ...): the presentation timestamps of the video packets,
-  sorted, are the frame order; a decoded frame's pts gives its index.
+- *pts mode* (mp4, mov, mkv, webm, gif, ...): the presentation timestamps of the video
+  packets, sorted, are the frame order; a decoded frame's pts gives its index.
 - *counting mode* (avi, whose demuxer makes up timestamps, and files without usable pts):
-  after seeking, the first packet must be a keyframe we know the decode position of, and the
-  frames that follow are counted from there.
+  after seeking, the first packet must be the keyframe we expect, and the frames that follow
+  are counted from its position. AVIs with reordered (B-)frames, such as UCF-101's xvid files
+  with packed B-frames, are decoded from the start up to the clip's last frame instead: their
+  keyframe positions do not give display positions.
 Whenever a seek lands somewhere unexpected, the read starts over from the beginning of the
 file without seeking, which is always right, only slower.
+
+Note: torchvision's `read_video` (the official loader) sorts frames by pts, which for packed
+B-frame AVIs swaps neighbouring frames; we keep the decoder's output (display) order.
 """
 
 from __future__ import annotations
 
-import bisect
 import itertools
-import os
-import re
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import av
 import numpy as np
-from PIL import Image
+
+from pvdm.data.frames import IMAGE_SUFFIXES, list_frames, load_image, probe_folder, read_folder
+from pvdm.data.meta import Probe, ReadError, reason_of
+
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "VIDEO_SUFFIXES",
+    "Probe",
+    "ReadError",
+    "decode_all",
+    "list_frames",
+    "load_image",
+    "probe",
+    "read_frames",
+]
 
 VIDEO_SUFFIXES = frozenset(
     {".mp4", ".m4v", ".avi", ".mkv", ".webm", ".mov", ".gif", ".mpg", ".mpeg", ".wmv", ".flv"}
     | {".ogv", ".3gp", ".ts"}
 )
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp"})
 
 # Containers whose demuxer invents timestamps from the packet count (packed B-frames in AVI
 # give decoded frames out-of-order pts), so frames are identified by counting instead.
@@ -49,110 +64,15 @@ _RGB_READY = frozenset(
 )
 
 
-class ReadError(Exception):
-    """A video or frame that cannot be read; the message is the reason, without the path."""
-
-
 class _Fallback(Exception):
     """A seek landed somewhere the index did not predict; decode from the start instead."""
-
-
-@dataclass(frozen=True)
-class Probe:
-    """What reading a video needs: size, frame count and (for files) a keyframe index.
-
-    `keys` holds one `(frame_index, pts, dts)` per keyframe. In pts mode, frame `i` has the
-    presentation timestamp `pts_first + i * pts_step` (constant frame rate) or `pts_table[i]`;
-    with neither, frames are identified by counting.
-    """
-
-    kind: str  # "video" (a file PyAV decodes) or "frames" (a folder of images)
-    num_frames: int
-    height: int
-    width: int
-    fps: float
-    keys: tuple[tuple[int, int | None, int | None], ...] = ()
-    pts_first: int | None = None
-    pts_step: int | None = None
-    pts_table: tuple[int, ...] | None = None
-
-    @property
-    def has_pts(self) -> bool:
-        return self.pts_step is not None or self.pts_table is not None
-
-    def index_of_pts(self, pts: int | None) -> int | None:
-        """The frame index of a decoded frame's pts, or None if no frame has that pts."""
-        if pts is None:
-            return None
-        if self.pts_step is not None:
-            offset = pts - self.pts_first
-            index, rest = divmod(offset, self.pts_step)
-            return index if rest == 0 and 0 <= index < self.num_frames else None
-        if self.pts_table is not None:
-            index = bisect.bisect_left(self.pts_table, pts)
-            ok = index < len(self.pts_table) and self.pts_table[index] == pts
-            return index if ok and index < self.num_frames else None
-        return None
-
-    def key_for(self, index: int) -> tuple[int, int | None, int | None] | None:
-        """The last keyframe at or before frame `index`."""
-        pos = bisect.bisect_right([k[0] for k in self.keys], index) - 1
-        return self.keys[pos] if pos >= 0 else None
-
-    def to_json(self) -> dict[str, Any]:
-        """A JSON-friendly dict (the scan cache stores these)."""
-        return {
-            "kind": self.kind,
-            "num_frames": self.num_frames,
-            "height": self.height,
-            "width": self.width,
-            "fps": self.fps,
-            "keys": [list(k) for k in self.keys],
-            "pts_first": self.pts_first,
-            "pts_step": self.pts_step,
-            "pts_table": list(self.pts_table) if self.pts_table is not None else None,
-        }
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Probe:
-        """Inverse of `to_json`."""
-        table = data.get("pts_table")
-        return cls(
-            kind=str(data["kind"]),
-            num_frames=int(data["num_frames"]),
-            height=int(data["height"]),
-            width=int(data["width"]),
-            fps=float(data["fps"]),
-            keys=tuple((int(k[0]), k[1], k[2]) for k in data.get("keys", ())),
-            pts_first=data.get("pts_first"),
-            pts_step=data.get("pts_step"),
-            pts_table=tuple(table) if table is not None else None,
-        )
-
-
-def natural_key(name: str) -> list[Any]:
-    """Sort key that orders `frame2` before `frame10`."""
-    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
-
-
-def list_frames(folder: str | Path) -> list[str]:
-    """Image file names in `folder`, in natural order (hidden files ignored)."""
-    with os.scandir(folder) as entries:
-        names = [
-            e.name
-            for e in entries
-            if not e.name.startswith(".")
-            and os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES
-            and e.is_file()
-        ]
-    return sorted(names, key=natural_key)
 
 
 def probe(path: str | Path) -> Probe:
     """Probe a video file or a frame folder; raises `ReadError` with the reason if unusable."""
     path = Path(path)
     if path.is_dir():
-        return _probe_folder(path)
+        return probe_folder(path)
     return _probe_file(path)
 
 
@@ -168,7 +88,7 @@ def read_frames(path: str | Path, info: Probe, indices: Sequence[int]) -> np.nda
             f"frames {indices[0]}..{indices[-1]} are outside the video's {info.num_frames} frames"
         )
     if info.kind == "frames":
-        return _read_folder(Path(path), indices)
+        return read_folder(Path(path), indices)
     try:
         frames = _decode_indices(path, info, indices, use_index=True)
     except _Fallback:
@@ -185,13 +105,10 @@ def decode_all(path: str | Path) -> np.ndarray:
                 frames.append(_to_rgb(frame))
     except (av.FFmpegError, OSError, IndexError) as e:
         if not frames:  # like torchvision.io.read_video, keep what decoded before an error
-            raise ReadError(_reason(e)) from None
+            raise ReadError(reason_of(e)) from None
     if not frames:
         raise ReadError("no video frames")
     return np.stack(frames)
-
-
-# --- video files ------------------------------------------------------------------------
 
 
 def _probe_file(path: Path) -> Probe:
@@ -204,7 +121,7 @@ def _probe_file(path: Path) -> Probe:
     try:
         container = av.open(str(path), metadata_errors="ignore")
     except (av.FFmpegError, OSError) as e:
-        raise ReadError(f"not a readable video ({_reason(e)})") from None
+        raise ReadError(f"not a readable video ({reason_of(e)})") from None
     with container:
         if not container.streams.video:
             raise ReadError("no video stream in the file")
@@ -234,7 +151,7 @@ def _probe_file(path: Path) -> Probe:
         if not pts:
             raise ReadError("no video frames in the file")
         if first is None:
-            reason = f" ({_reason(decode_errors[-1])})" if decode_errors else ""
+            reason = f" ({reason_of(decode_errors[-1])})" if decode_errors else ""
             raise ReadError(f"cannot decode the first frame{reason}")
         if first.format.name not in _RGB_READY:
             try:
@@ -329,7 +246,7 @@ def _decode_indices(
     except (av.FFmpegError, OSError, ValueError) as e:
         if use_index:
             raise _Fallback from None
-        raise ReadError(f"decoding failed ({_reason(e)})") from None
+        raise ReadError(f"decoding failed ({reason_of(e)})") from None
     if len(found) < len(wanted):
         if use_index:
             raise _Fallback
@@ -376,61 +293,3 @@ def _frames_from(
 def _to_rgb(frame: Any) -> np.ndarray:
     # rgb24 turns gray into three equal channels and drops alpha (gif, png-in-mov, yuva).
     return frame.to_ndarray(format="rgb24")
-
-
-def _reason(e: BaseException) -> str:
-    text = getattr(e, "strerror", None) or str(e) or type(e).__name__
-    text = re.sub(r"^\[Errno -?\d+\]\s*", "", str(text))
-    return text.split(": '")[0].strip().rstrip(".")
-
-
-# --- frame folders ----------------------------------------------------------------------
-
-
-def _probe_folder(folder: Path) -> Probe:
-    try:
-        names = list_frames(folder)
-    except OSError as e:
-        raise ReadError(f"cannot list the folder ({e.strerror or e})") from None
-    if not names:
-        raise ReadError("no image frames (.jpg, .png, .webp, .bmp) in the folder")
-    first = load_image(folder / names[0])
-    return Probe("frames", len(names), first.shape[0], first.shape[1], 0.0)
-
-
-def _read_folder(folder: Path, indices: list[int]) -> np.ndarray:
-    try:
-        names = list_frames(folder)
-    except OSError as e:
-        raise ReadError(f"cannot list the folder ({e.strerror or e})") from None
-    if indices[-1] >= len(names):
-        raise ReadError(f"the folder now has {len(names)} frames, fewer than when it was scanned")
-    frames = [load_image(folder / names[i]) for i in indices]
-    height, width = frames[0].shape[:2]
-    for t, frame in enumerate(frames):
-        if frame.shape[:2] != (height, width):
-            # A stray frame of another size: fit it to the clip's first frame.
-            img = Image.fromarray(frame).resize((width, height), Image.BILINEAR)
-            frames[t] = np.asarray(img)
-    return np.stack(frames)
-
-
-def load_image(path: str | Path) -> np.ndarray:
-    """One image as uint8 `[H, W, 3]`: grayscale made RGB, alpha dropped, 16-bit scaled to 8."""
-    try:
-        with Image.open(path) as img:
-            img.load()
-            if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-                values = np.asarray(img, dtype=np.float64)
-                peak = 65535.0 if values.max() > 255 else 255.0
-                gray = np.clip(np.round(values * (255.0 / peak)), 0, 255).astype(np.uint8)
-                return np.repeat(gray[..., None], 3, axis=2)
-            if img.mode == "F":
-                gray = np.clip(np.round(np.asarray(img)), 0, 255).astype(np.uint8)
-                return np.repeat(gray[..., None], 3, axis=2)
-            if img.mode == "P" and "transparency" in img.info:
-                img = img.convert("RGBA")
-            rgb = img.convert("RGB") if img.mode != "RGB" else img
-            return np.asarray(rgb, dtype=np.uint8).copy()
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        raise ReadError(f"cannot read frame {Path(path).name} ({_reason(e)})") from None

@@ -15,7 +15,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pvdm.data.decode import IMAGE_SUFFIXES, VIDEO_SUFFIXES, natural_key
+from pvdm.data.decode import VIDEO_SUFFIXES
+from pvdm.data.frames import IMAGE_SUFFIXES, natural_key
 from pvdm.errors import DataError
 
 UCF_LISTS = "ucfTrainTestlist"
