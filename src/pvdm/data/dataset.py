@@ -213,7 +213,8 @@ def build_dataset(
         raise DataError(f"clip length must be positive, got {clip_frames}")
     split = cfg.split if split is None else split
     span = (clip_frames - 1) * cfg.stride + 1
-    if cfg.path == "synthetic" or cfg.layout == "synthetic":
+    # "synthetic" names the built-in videos unless a file layout is forced (then ./synthetic).
+    if cfg.layout == "synthetic" or (cfg.layout == "auto" and cfg.path == "synthetic"):
         return _synthetic(cfg, clip_frames, split, span)
     found = discover(cfg.path, cfg.layout, split, cfg.fold)
     results = scan(found.root, [p for p, _ in found.items], cache=cfg.cache)

@@ -101,7 +101,11 @@ def write_mp4(path: str | Path, frames: np.ndarray, *, fps: float = 8, crf: int 
 
 
 def write_gif(path: str | Path, frames: np.ndarray, *, fps: float = 8) -> None:
-    """Looping GIF of uint8 frames `[T, H, W, 3]`."""
+    """Looping GIF of uint8 frames `[T, H, W, 3]`.
+
+    Pillow stores a frame identical to the one before it as a longer display time of that
+    one, so a GIF of a still scene holds fewer frames than `T` but plays for as long.
+    """
     images = [Image.fromarray(f) for f in frames]
     duration = max(20, round(1000 / fps / 10) * 10)  # GIF stores 1/100 s; browsers clamp <20ms
     with atomic_path(path) as tmp:
