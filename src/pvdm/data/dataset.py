@@ -22,7 +22,7 @@ from einops import rearrange
 from torch.utils.data import Dataset
 
 from pvdm.data.config import DataConfig
-from pvdm.data.decode import Probe, ReadError, read_frames
+from pvdm.data.decode import Probe, ReadError, probe, read_frames
 from pvdm.data.layouts import discover
 from pvdm.data.scan import VideoInfo, scan
 from pvdm.data.synthetic import SyntheticVideos
@@ -285,8 +285,6 @@ def read_video(
     path: str | Path, *, start: int = 0, num_frames: int | None = None, stride: int = 1
 ) -> torch.Tensor:
     """A user's video file or frame folder as uint8 `[C, T, H, W]` at its own size."""
-    from pvdm.data.decode import probe
-
     try:
         info = probe(path)
     except ReadError as e:
