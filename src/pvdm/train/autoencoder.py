@@ -129,7 +129,13 @@ def train_autoencoder(
     )
     scaler, d_scaler = make_scaler(tc.precision, device), make_scaler(tc.precision, device)
     ema = EMA(model, tc.ema_decay, tc.ema_every) if tc.use_ema else None
-    guard = {"best_psnr": -math.inf, "best_step": -1, "bad_evals": 0, "rollbacks": 0}
+    guard = {
+        "best_psnr": -math.inf,
+        "best_step": -1,
+        "bad_evals": 0,
+        "rollbacks": 0,
+        "last_eval_step": -1,
+    }
 
     def training_state(step: int) -> dict[str, Any]:
         return {
@@ -215,7 +221,8 @@ def train_autoencoder(
                 monitor.report(step)
 
             # evaluate on held-out clips; keep the best snapshot; act on divergence
-            if step % eval_every == 0 or done:
+            if (step % eval_every == 0 or done) and guard["last_eval_step"] != step:
+                guard["last_eval_step"] = step
                 psnr = heldout_psnr(ema.model if ema else model, heldout, info, tc.precision)
                 diverged = _update_guard(guard, psnr, step, cfg.loss)
                 if info.is_main:
