@@ -173,8 +173,14 @@ def load_video_for_model(path: Path, resolution: int):
 def _reconstruct(args: argparse.Namespace) -> int:
     import torch
 
-    from pvdm.data import DataConfig, eval_clips, from_model_range, open_dataset, to_model_range
-    from pvdm.data import write_video
+    from pvdm.data import (
+        DataConfig,
+        eval_clips,
+        from_model_range,
+        open_dataset,
+        to_model_range,
+        write_video,
+    )
     from pvdm.errors import DataError, PvdmError
     from pvdm.metrics.recon import psnr, ssim
     from pvdm.models import load_model
