@@ -58,7 +58,8 @@ class C3D(nn.Module):
         # 128 - (mean clip cropped to 112x112), BGR: added after the resize, as in TGANv2.
         self.register_buffer("input_offset", torch.zeros(3, C3D_FRAMES, 112, 112))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def preprocess(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, 3, 16, H, W] in [-1, 1] RGB -> the network input [B, 3, 16, 112, 112] (BGR)."""
         if x.shape[1:3] != (3, C3D_FRAMES):
             raise ValueError(f"C3D takes [B, 3, 16, H, W] videos, got {tuple(x.shape)}")
         b = x.shape[0]
@@ -66,7 +67,10 @@ class C3D(nn.Module):
         x = rearrange(x, "b c t h w -> (b t) c h w")
         x = F.interpolate(x, size=(C3D_RESOLUTION,) * 2, mode="bilinear", align_corners=True)
         x = rearrange(x, "(b t) c h w -> b c t h w", b=b)  # [B, 3, 16, 112, 112]
-        x = x + self.input_offset
+        return x + self.input_offset
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.preprocess(x)
         for name in CONVS:
             x = F.relu(getattr(self, name)(x))
             if name in _POOL_AFTER:

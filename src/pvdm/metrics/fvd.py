@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import warnings
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -84,7 +85,11 @@ def load_i3d(
     else:
         path = resolve_weights(path_or_state_dict)
         if is_torchscript_file(path):
-            model = TorchScriptI3D(torch.jit.load(str(path), map_location="cpu"))
+            with warnings.catch_warnings():
+                # TorchScript is deprecated in recent torch, but it is the format this file
+                # is published in; there is nothing the user can do about the warning.
+                warnings.simplefilter("ignore", DeprecationWarning)
+                model = TorchScriptI3D(torch.jit.load(str(path), map_location="cpu"))
         else:
             model = InceptionI3d()
             load_i3d_state_dict(model, _read_state_dict(path))
