@@ -130,6 +130,26 @@ def module_device(module: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
+@contextlib.contextmanager
+def full_fp32_convs(device: torch.device):
+    """Run cuDNN float32 convolutions in full float32 (no TF32) inside the block.
+
+    TF32 convolutions are PyTorch's default on recent GPUs; they move I3D features by ~1e-3
+    relative, which is enough to shift reported FVDs, so reference-precision features turn
+    them off.
+    """
+    if device.type != "cuda":
+        yield
+        return
+    conv = torch.backends.cudnn.conv
+    previous = conv.fp32_precision
+    conv.fp32_precision = "ieee"
+    try:
+        yield
+    finally:
+        conv.fp32_precision = previous
+
+
 @torch.no_grad()
 def i3d_features(
     i3d: nn.Module,
@@ -140,9 +160,10 @@ def i3d_features(
 ) -> torch.Tensor:
     """FVD features of uint8 videos [B, C, T, H, W] (T >= 9): float32 logits [B, 400].
 
-    Runs on the detector's device in chunks of `batch_size` videos; `autocast_dtype` (e.g.
-    torch.bfloat16) runs the network under autocast, which is faster but is not the reference
-    arithmetic (use float32 for reported numbers).
+    Runs on the detector's device in chunks of `batch_size` videos, in full float32 (TF32
+    off). `autocast_dtype` (e.g. torch.bfloat16) runs the network under autocast instead: faster
+    on GPUs (slower on CPUs without bf16 hardware) but not the reference arithmetic; use float32
+    for reported numbers.
     """
     videos = _check_videos(videos)
     device = module_device(i3d)
@@ -154,7 +175,7 @@ def i3d_features(
         amp = (
             torch.autocast(device.type, dtype=autocast_dtype)
             if autocast_dtype is not None
-            else contextlib.nullcontext()
+            else full_fp32_convs(device)
         )
         with amp:
             if isinstance(i3d, torch.jit.ScriptModule):

@@ -52,11 +52,17 @@ class LPIPS(nn.Module):
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         n = x.shape[0]
-        both = (torch.cat([x, y]) - self.shift) / self.scale
+        if torch.is_grad_enabled() and (x.requires_grad or y.requires_grad):
+            # As a loss: separate passes, so no backward work is spent on the target's half.
+            taps = zip(
+                self.net((x - self.shift) / self.scale), self.net((y - self.shift) / self.scale)
+            )
+        else:  # as a metric: one batch through the backbone
+            both = self.net((torch.cat([x, y]) - self.shift) / self.scale)
+            taps = ((f[:n], f[n:]) for f in both)
         total = torch.zeros(n, dtype=torch.float32, device=x.device)
-        for feats, w in zip(self.net(both), self.heads):
-            feats = feats.float()
-            diff = (normalize_channels(feats[:n]) - normalize_channels(feats[n:])) ** 2
+        for (fx, fy), w in zip(taps, self.heads):
+            diff = (normalize_channels(fx.float()) - normalize_channels(fy.float())) ** 2
             # The 1x1 head, then the spatial mean.
             total = total + torch.einsum("nchw,c->n", diff, w.float()) / (
                 diff.shape[2] * diff.shape[3]
