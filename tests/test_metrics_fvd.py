@@ -10,6 +10,7 @@ from einops import rearrange
 
 from pvdm.errors import CheckpointError, WeightsError
 from pvdm.metrics import frechet_distance
+from pvdm.metrics.device import full_fp32_convs
 from pvdm.metrics.fvd import (
     TorchScriptI3D,
     i3d_features,
@@ -172,6 +173,18 @@ def test_torchscript_detector_file_is_detected_and_called_like_stylegan_v(tmp_pa
     # A bare ScriptModule goes through the same call.
     bare = i3d_features(torch.jit.load(path), videos)
     torch.testing.assert_close(bare, expected.detach(), rtol=1e-5, atol=1e-4)
+
+
+def test_full_fp32_convs_turns_tf32_off_and_restores_it() -> None:
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    if conv is None or not hasattr(conv, "fp32_precision"):
+        pytest.skip("torch < 2.9: the legacy allow_tf32 flag is used")
+    before = conv.fp32_precision
+    with full_fp32_convs(torch.device("cuda")):  # only sets flags: no GPU needed
+        assert conv.fp32_precision == "ieee"
+    assert conv.fp32_precision == before
+    with full_fp32_convs(torch.device("cpu")):
+        assert conv.fp32_precision == before
 
 
 def test_i3d_features_rejects_float_videos(i3d) -> None:

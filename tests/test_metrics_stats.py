@@ -8,7 +8,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from pvdm.metrics import FeatureStats, frechet_distance, gather_rows
+from pvdm.metrics import FeatureStats, accumulate_features, frechet_distance, gather_rows
 
 
 def _features(n: int, d: int = 6, seed: int = 0) -> np.ndarray:
@@ -49,6 +49,17 @@ def test_captured_rows_follow_their_indices() -> None:
     stats.update(rows[3:], index=torch.tensor([3, 4, 5]))
     stats.update(rows[:3], index=torch.tensor([0, 1, 2]))
     assert torch.equal(stats.all_rows(), rows)
+
+
+def test_accumulate_features_over_batches() -> None:
+    videos = torch.arange(24.0).view(6, 4)
+    batches = [(videos[3:], torch.tensor([3, 4, 5])), (videos[:3], torch.tensor([0, 1, 2]))]
+    stats = accumulate_features(batches, lambda v: v * 2, capture_rows=True)
+    assert stats.count == 6
+    assert torch.equal(stats.all_rows(), videos * 2)
+    np.testing.assert_allclose(stats.mean_cov()[0], (videos * 2).mean(0).numpy())
+    with pytest.raises(RuntimeError, match="after all_reduce"):
+        stats.update(videos)
 
 
 def test_misuse_is_reported() -> None:

@@ -11,12 +11,13 @@ from pvdm.metrics.fvd import i3d_features, load_i3d
 from pvdm.metrics.inception_score import inception_score
 from pvdm.metrics.protocols import PROTOCOLS, Protocol, get_protocol
 from pvdm.metrics.recon import lpips_video, psnr, psnr_uint8, ssim, ssim_uint8
-from pvdm.metrics.stats import FeatureStats, gather_rows
+from pvdm.metrics.stats import FeatureStats, accumulate_features, gather_rows
 
 __all__ = [
     "PROTOCOLS",
     "FeatureStats",
     "Protocol",
+    "accumulate_features",
     "c3d_probs",
     "frechet_distance",
     "gather_rows",

@@ -15,7 +15,6 @@ Max pooling rounds output sizes up (Chainer's cover_all), so pool5 maps 7x7 to 4
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Mapping
 
@@ -26,6 +25,7 @@ from einops import rearrange
 from torch import nn
 
 from pvdm.errors import CheckpointError
+from pvdm.metrics.device import full_fp32_convs, module_device
 from pvdm.weights import resolve_weights
 
 C3D_FRAMES = 16
@@ -135,14 +135,14 @@ def c3d_probs(
         raise ValueError(
             f"expected uint8 videos [B, C, T, H, W], got {videos.dtype} {tuple(videos.shape)}"
         )
-    device = next(c3d.parameters()).device
+    device = module_device(c3d)
     out = []
     for chunk in videos.split(batch_size or videos.shape[0]):
         x = chunk.to(device).float() / 127.5 - 1.0
         amp = (
             torch.autocast(device.type, dtype=autocast_dtype)
             if autocast_dtype is not None
-            else contextlib.nullcontext()
+            else full_fp32_convs(device)
         )
         with amp:
             logits = c3d(x)

@@ -13,7 +13,6 @@ Two detector files are accepted, detected by content:
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import warnings
@@ -27,6 +26,7 @@ from einops import rearrange
 from torch import nn
 
 from pvdm.errors import CheckpointError
+from pvdm.metrics.device import full_fp32_convs, module_device
 from pvdm.metrics.i3d import InceptionI3d, load_i3d_state_dict
 from pvdm.weights import resolve_weights
 
@@ -119,35 +119,6 @@ def _check_videos(videos: torch.Tensor) -> torch.Tensor:
     if videos.shape[1] != 3:
         raise ValueError(f"expected 1 or 3 channels, got {videos.shape[1]}")
     return videos
-
-
-def module_device(module: nn.Module) -> torch.device:
-    """The device of a module's first parameter or buffer (CPU if it has none)."""
-    for t in module.parameters():
-        return t.device
-    for t in module.buffers():
-        return t.device
-    return torch.device("cpu")
-
-
-@contextlib.contextmanager
-def full_fp32_convs(device: torch.device):
-    """Run cuDNN float32 convolutions in full float32 (no TF32) inside the block.
-
-    TF32 convolutions are PyTorch's default on recent GPUs; they move I3D features by ~1e-3
-    relative, which is enough to shift reported FVDs, so reference-precision features turn
-    them off.
-    """
-    if device.type != "cuda":
-        yield
-        return
-    conv = torch.backends.cudnn.conv
-    previous = conv.fp32_precision
-    conv.fp32_precision = "ieee"
-    try:
-        yield
-    finally:
-        conv.fp32_precision = previous
 
 
 @torch.no_grad()

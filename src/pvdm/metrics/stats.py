@@ -9,6 +9,8 @@ order of the sample indices given to `update`, so the result does not depend on 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+
 import numpy as np
 import torch
 import torch.distributed as dist
@@ -188,3 +190,21 @@ def gather_rows(rows: torch.Tensor) -> torch.Tensor:
     parts = [torch.empty_like(padded) for _ in range(world)]
     dist.all_gather(parts, padded)
     return torch.cat([p[:c] for p, c in zip(parts, counts)]).to(rows.device)
+
+
+def accumulate_features(
+    batches: Iterable[torch.Tensor | tuple[torch.Tensor, torch.Tensor]],
+    extract: Callable[[torch.Tensor], torch.Tensor],
+    *,
+    capture_rows: bool = False,
+) -> FeatureStats:
+    """Features of every batch (`videos` or `(videos, sample_index)`), reduced over ranks.
+
+    Every rank iterates over its own share of the samples; the returned statistics cover all
+    of them (collective: all ranks must call it).
+    """
+    stats = FeatureStats(capture_rows=capture_rows)
+    for batch in batches:
+        videos, index = batch if isinstance(batch, tuple) else (batch, None)
+        stats.update(extract(videos), index=index)
+    return stats.all_reduce()
