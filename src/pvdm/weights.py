@@ -59,7 +59,9 @@ KNOWN_WEIGHTS: dict[str, WeightsFile] = {
             "i3d_pretrained_400.pt",
             # A pinned Hugging Face copy (VideoGPT's file as redistributed by Open-Sora-Plan); its
             # Git-LFS pointer gives the SHA-256 and size (50,939,526 bytes). The Google Drive id
-            # is the one the official PVDM code downloads (evals/fvd/download.py).
+            # is the one the official PVDM code downloads (evals/fvd/download.py); that copy was
+            # not available to check, so if its bytes differ it fails the checksum and must be
+            # passed by path.
             "https://huggingface.co/spaces/LanguageBind/Open-Sora-Plan-v1.0.0/resolve/"
             "810fa8c4bdb3a4c8eec9bd57375c29bde6fb46de/opensora/eval/fvd/videogpt/"
             "i3d_pretrained_400.pt",

@@ -6,9 +6,9 @@ Two detector files are accepted, detected by content:
   resize the shorter side to 224 (bilinear, align_corners=False; the longer side rounded up),
   centre-crop 224x224, map to [-1, 1]; features are the time-averaged logits.
 - StyleGAN-V's TorchScript `i3d_torchscript.pt`, called as StyleGAN-V does:
-  `detector(videos_uint8, rescale=True, resize=True, return_features=True)`; it resizes and
-  rescales internally (a plain resize to 224x224, so non-square videos are squashed, not
-  cropped).
+  `detector(videos_uint8, rescale=True, resize=True, return_features=True)`; it rescales and
+  resizes to 224x224 with its own code, which for square videos matches the official
+  preprocessing and for non-square ones need not (it has no centre crop that we know of).
 """
 
 from __future__ import annotations
