@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,7 @@ class WeightsFile:
     url: str | None
     description: str
     sha256: str | None = None  # full hex digest, or a prefix of it (torchvision's convention)
+    mirrors: tuple[str, ...] = ()  # tried in order after `url`; the checksum guards each
 
 
 KNOWN_WEIGHTS: dict[str, WeightsFile] = {
@@ -48,18 +50,33 @@ KNOWN_WEIGHTS: dict[str, WeightsFile] = {
             "https://github.com/richzhang/PerceptualSimilarity/raw/master/lpips/weights/v0.1/vgg.pth",
             "LPIPS v0.1 linear heads for VGG16",
             sha256="a78928a0af1e5f0fcb1f3b9e8f8c3a2a5a3de244d830ad5c1feddc79b8432868",
+            # The `vgg.pth` the official PVDM loss downloads (md5 d507d7349b931f0638a25a48a722f98a)
+            # is this very file.
+            mirrors=("https://heibox.uni-heidelberg.de/f/607503859c864bc1b30b/?dl=1",),
         ),
         WeightsFile(
             "i3d_pretrained_400",
             "i3d_pretrained_400.pt",
-            "https://drive.google.com/uc?export=download&id=1fBNl3TS0LA5FEhZv5nMGJs2_7qQmvTmh",
+            # A pinned Hugging Face copy (VideoGPT's file as redistributed by Open-Sora-Plan); its
+            # Git-LFS pointer gives the SHA-256 and size (50,939,526 bytes). The Google Drive id
+            # is the one the official PVDM code downloads (evals/fvd/download.py); that copy was
+            # not available to check, so if its bytes differ it fails the checksum and must be
+            # passed by path.
+            "https://huggingface.co/spaces/LanguageBind/Open-Sora-Plan-v1.0.0/resolve/"
+            "810fa8c4bdb3a4c8eec9bd57375c29bde6fb46de/opensora/eval/fvd/videogpt/"
+            "i3d_pretrained_400.pt",
             "Kinetics-400 I3D state dict used by the official PVDM/VideoGPT FVD code",
+            sha256="55095f049e706479d48e221adcdb145b2b9dc930ba28b081ed72367ffaa32343",
+            mirrors=(
+                "https://drive.google.com/uc?export=download&id=1fBNl3TS0LA5FEhZv5nMGJs2_7qQmvTmh",
+            ),
         ),
         WeightsFile(
             "i3d_torchscript",
             "i3d_torchscript.pt",
             "https://www.dropbox.com/s/ge9e5ujwgetktms/i3d_torchscript.pt?dl=1",
             "StyleGAN-V's TorchScript I3D (the detector behind most published FVD numbers)",
+            # No published checksum: the digest of a fresh download is logged instead.
         ),
         WeightsFile(
             "c3d_ucf101",
@@ -116,11 +133,14 @@ def resolve_weights(name_or_path: str | os.PathLike, *, download: bool = True) -
         return path
     reason = "downloads are off"
     if download and spec.url:
-        try:
-            _download(spec, path)
-            return path
-        except (OSError, WeightsError) as e:
-            reason = f"download failed: {e}"
+        failures = []
+        for url in (spec.url, *spec.mirrors):
+            try:
+                _download(spec, url, path)
+                return path
+            except (OSError, WeightsError) as e:
+                failures.append(f"{url}: {e}")
+        reason = "download failed (" + "; ".join(failures) + ")"
     raise WeightsError(
         f"{spec.description} ('{spec.filename}') is not in {path.parent} and {reason}. "
         f"Download it from {spec.url} into that folder (or set PVDM_CACHE), "
@@ -135,17 +155,41 @@ def _check(spec: WeightsFile, path: Path) -> None:
     if not digest.startswith(spec.sha256):
         raise WeightsError(
             f"{path} has SHA-256 {digest[:16]}..., expected {spec.sha256[:16]}...: the file is "
-            f"corrupt or not {spec.description}. Delete it and download it again from {spec.url}."
+            f"corrupt or not {spec.description}. Delete it and download it again from {spec.url} "
+            "(or pass the file's path instead of its name to use it unchecked)."
         )
 
 
-def _download(spec: WeightsFile, path: Path, timeout_sec: float = 60.0) -> None:
-    log.info("downloading %s from %s", spec.filename, spec.url)
+def google_drive_url(url: str) -> str:
+    """The direct-download form of a Google Drive file URL (skips the virus-scan page).
+
+    Drive answers large files with an HTML "cannot scan for viruses" page unless the request
+    carries `confirm=t` on drive.usercontent.google.com; other URLs are returned unchanged.
+    """
+    parts = urllib.parse.urlsplit(url)
+    if parts.netloc not in ("drive.google.com", "drive.usercontent.google.com"):
+        return url
+    file_id = urllib.parse.parse_qs(parts.query).get("id", [None])[0]
+    if file_id is None:
+        return url
+    query = urllib.parse.urlencode({"id": file_id, "export": "download", "confirm": "t"})
+    return f"https://drive.usercontent.google.com/download?{query}"
+
+
+def _download(spec: WeightsFile, url: str, path: Path, timeout_sec: float = 60.0) -> None:
+    url = google_drive_url(url)
+    log.info("downloading %s from %s", spec.filename, url)
+    request = urllib.request.Request(url, headers={"User-Agent": "pvdm-weights/1"})
     with atomic_path(path) as tmp:
         with (
-            urllib.request.urlopen(spec.url, timeout=timeout_sec) as response,
+            urllib.request.urlopen(request, timeout=timeout_sec) as response,
             open(tmp, "wb") as f,
         ):
+            if response.headers.get_content_type() == "text/html":
+                # Drive quota pages, Dropbox previews and login walls all answer with HTML.
+                raise WeightsError(f"{url} returned a web page instead of the file")
             while chunk := response.read(1 << 20):
                 f.write(chunk)
         _check(spec, tmp)
+        if spec.sha256 is None:
+            log.info("%s has SHA-256 %s", spec.filename, file_sha256(tmp))

@@ -1,0 +1,191 @@
+"""Speed of the metric networks: I3D feature throughput (FVD) and LPIPS, with random weights.
+
+    PYTHONPATH=src python benchmarks/metrics.py                  # CPU
+    PYTHONPATH=src python benchmarks/metrics.py --device cuda    # GPU
+
+The weights are random but in the real formats (an `i3d_pretrained_400.pt`-layout state dict, a
+torchvision-layout VGG16), so the networks and their cost are the real ones. Each number is the
+median over `--repeats` timed calls after `--warmup` untimed ones. bfloat16 runs under autocast;
+on CPUs without native bf16 convolutions it takes a slow fallback path, so CPU bf16 runs use one
+timed call (recorded as `repeats` in the JSON).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from pvdm.atomic import atomic_write_text
+from pvdm.metrics.fvd import i3d_features, load_i3d
+from pvdm.metrics.i3d import InceptionI3d
+from pvdm.models.lpips import LPIPS
+from pvdm.models.vgg import VGG16Features
+
+
+def random_i3d_state(seed: int = 0) -> dict[str, torch.Tensor]:
+    """A state dict with the exact `i3d_pretrained_400.pt` keys, shapes and random values."""
+    gen = torch.Generator().manual_seed(seed)
+    state = {}
+    for key, value in InceptionI3d().state_dict().items():
+        if key.endswith("num_batches_tracked"):
+            continue
+        if key.endswith("running_var"):
+            state[key] = torch.rand(value.shape, generator=gen) + 0.5
+        elif key.endswith("weight") and value.ndim == 5:
+            fan_in = value[0].numel()
+            state[key] = torch.randn(value.shape, generator=gen) * (2.0 / fan_in) ** 0.5
+        else:
+            state[key] = torch.randn(value.shape, generator=gen) * 0.1 + (
+                1.0 if key.endswith("bn.weight") else 0.0
+            )
+    return state
+
+
+def random_lpips(seed: int = 0) -> LPIPS:
+    """LPIPS with a random torchvision-layout VGG16 and random positive heads."""
+    gen = torch.Generator().manual_seed(seed)
+    vgg = {
+        f"features.{k}": torch.randn(v.shape, generator=gen) * 0.05
+        for k, v in VGG16Features().features.state_dict().items()
+    }
+    lins = {
+        f"lin{i}.model.1.weight": torch.rand(1, c, 1, 1, generator=gen)
+        for i, c in enumerate((64, 128, 256, 512, 512))
+    }
+    return LPIPS.from_state_dicts(vgg, lins)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_calls(fn, device: torch.device, repeats: int, warmup: int) -> list[float]:
+    """Seconds per call of `fn()` for `repeats` calls after `warmup` calls."""
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def bench_i3d(args: argparse.Namespace, device: torch.device, batch: int) -> list[dict]:
+    """Videos per second of `i3d_features` on uint8 videos, float32 and bfloat16 autocast."""
+    i3d = load_i3d(random_i3d_state(), device=device)
+    shape = (batch, 3, args.frames, args.resolution, args.resolution)
+    videos = torch.randint(0, 256, shape, dtype=torch.uint8).to(device)
+    results = []
+    for dtype in (torch.float32, torch.bfloat16):
+        slow_path = dtype == torch.bfloat16 and device.type != "cuda"
+        repeats, warmup = (1, 0) if slow_path else (args.repeats, args.warmup)
+        amp = None if dtype == torch.float32 else dtype
+        times = time_calls(
+            lambda amp=amp: i3d_features(i3d, videos, autocast_dtype=amp), device, repeats, warmup
+        )
+        med = statistics.median(times)
+        results.append(
+            {
+                "what": "i3d_features",
+                "dtype": str(dtype).removeprefix("torch."),
+                "frames": args.frames,
+                "resolution": args.resolution,
+                "batch_size": batch,
+                "repeats": repeats,
+                "median_sec": med,
+                "videos_per_sec": batch / med,
+            }
+        )
+        print(json.dumps(results[-1]), flush=True)
+    return results
+
+
+def bench_lpips(args: argparse.Namespace, device: torch.device, frames: int) -> list[dict]:
+    """Frames per second of LPIPS forward + backward to the input (its use as a loss)."""
+    lpips = random_lpips().to(device)
+    size = (frames, 3, args.lpips_resolution, args.lpips_resolution)
+    x, y = (torch.rand(size, device=device) * 2 - 1 for _ in range(2))
+    # bf16 convolutions have no fast CPU path here: CPU runs measure float32 only.
+    dtypes = (torch.float32, torch.bfloat16) if device.type == "cuda" else (torch.float32,)
+    results = []
+    for dtype in dtypes:
+
+        def step(dtype=dtype) -> None:
+            xg = x.detach().requires_grad_(True)
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+                loss = lpips(xg, y).sum()
+            loss.backward()
+
+        med = statistics.median(time_calls(step, device, args.repeats, args.warmup))
+        results.append(
+            {
+                "what": "lpips_forward_backward",
+                "dtype": str(dtype).removeprefix("torch."),
+                "resolution": args.lpips_resolution,
+                "batch_size": frames,
+                "repeats": args.repeats,
+                "median_sec": med,
+                "frames_per_sec": frames / med,
+            }
+        )
+        print(json.dumps(results[-1]), flush=True)
+    return results
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--out", default="benchmarks/results/metrics.json")
+    parser.add_argument("--batch-size", type=int, default=None, help="videos per I3D call")
+    parser.add_argument("--frames", type=int, default=16)
+    parser.add_argument("--resolution", type=int, default=224)
+    parser.add_argument("--lpips-resolution", type=int, default=256)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=1)
+    args = parser.parse_args(argv)
+
+    device = torch.device(args.device)
+    on_gpu = device.type == "cuda"
+    torch.backends.cudnn.benchmark = True
+    results = bench_i3d(args, device, args.batch_size or (16 if on_gpu else 2))
+    results += bench_lpips(args, device, 16 if on_gpu else 4)
+    report = {
+        "benchmark": "metrics",
+        "command": " ".join(["python", *sys.argv]),
+        "device": str(device),
+        "device_name": _device_name(device),
+        "cpu_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "note": "random weights in the real formats; medians over repeats",
+        "results": results,
+    }
+    atomic_write_text(Path(args.out), json.dumps(report, indent=2) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
