@@ -120,3 +120,12 @@ def test_train_config_validation_and_batch_split() -> None:
     with pytest.raises(ConfigError, match="divisible"):
         local_batch_size(6, 4)
     assert format_duration(3723) == "1h02m03s" and format_duration(5) == "5s"
+
+
+def test_atomic_writes_get_the_usual_file_mode(tmp_path) -> None:
+    from pvdm.atomic import atomic_write_text
+
+    atomic_write_text(tmp_path / "a.txt", "x")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o666 & ~mask
