@@ -39,28 +39,52 @@ UNET_IGNORED = re.compile(r"zeros")
 
 # official `configs/autoencoder/base.yaml` and `configs/latent-diffusion/base.yaml`
 OFFICIAL_DDCONFIG: dict[str, Any] = {
-    "double_z": False, "channels": 384, "resolution": 256, "timesteps": 16, "skip": 1,
-    "in_channels": 3, "out_ch": 3, "num_res_blocks": 2, "attn_resolutions": [], "splits": 1,
-}  # fmt: skip
+    "double_z": False,
+    "channels": 384,
+    "resolution": 256,
+    "timesteps": 16,
+    "skip": 1,
+    "in_channels": 3,
+    "out_ch": 3,
+    "num_res_blocks": 2,
+    "attn_resolutions": [],
+    "splits": 1,
+}
 OFFICIAL_EMBED_DIM = 4
 OFFICIAL_UNET_CONFIG: dict[str, Any] = {
-    "image_size": 32, "in_channels": 4, "out_channels": 4, "model_channels": 256,
-    "attention_resolutions": [4, 2, 1], "num_res_blocks": 2, "channel_mult": [1, 2, 4, 4],
-    "num_heads": 8, "use_scale_shift_norm": True, "resblock_updown": True, "cond_model": True,
-}  # fmt: skip
+    "image_size": 32,
+    "in_channels": 4,
+    "out_channels": 4,
+    "model_channels": 256,
+    "attention_resolutions": [4, 2, 1],
+    "num_res_blocks": 2,
+    "channel_mult": [1, 2, 4, 4],
+    "num_heads": 8,
+    "use_scale_shift_norm": True,
+    "resblock_updown": True,
+    "cond_model": True,
+}
 
 # ---- key names -----------------------------------------------------------------------------
 
 _TIMESFORMER_SLOTS = {
-    "time_norm": "0.norm", "time_attn": "0.fn", "space_norm": "1.norm", "space_attn": "1.fn",
-    "ff_norm": "2.norm", "ff": "2.fn",
-}  # fmt: skip
+    "time_norm": "0.norm",
+    "time_attn": "0.fn",
+    "space_norm": "1.norm",
+    "space_attn": "1.fn",
+    "ff_norm": "2.norm",
+    "ff": "2.fn",
+}
 _PROJECTION_SLOTS = {"attn_norm": "0.norm", "attn": "0.fn", "ff_norm": "1.norm", "ff": "1.fn"}
 _INNER = {"qkv": "to_qkv", "out": "to_out.0", "fc1": "net.0", "fc2": "net.3"}
 _RESBLOCK = {
-    "norm1": "in_layers.0", "conv1": "in_layers.2", "emb_proj": "emb_layers.1",
-    "norm2": "out_layers.0", "conv2": "out_layers.3", "skip": "skip_connection",
-}  # fmt: skip
+    "norm1": "in_layers.0",
+    "conv1": "in_layers.2",
+    "emb_proj": "emb_layers.1",
+    "norm2": "out_layers.0",
+    "conv2": "out_layers.3",
+    "skip": "skip_connection",
+}
 _ATTENTION = {"norm": "norm", "qkv": "qkv", "proj": "proj_out"}
 
 
@@ -101,7 +125,6 @@ def _unet_sub(kind: str, rest: str) -> tuple[str, int]:
 
 def unet_key_to_official(key: str, config: UNetConfig) -> tuple[str, int]:
     """Our UNet parameter name -> (official `UNetModel` name, trailing 1-dims of its tensor)."""
-    _, _, up = block_plan(config)
     if m := re.fullmatch(r"time_embed\.linear([12])\.(\w+)", key):
         return f"time_embed.{0 if m[1] == '1' else 2}.{m[2]}", 0
     if m := re.fullmatch(r"input_conv\.(\w+)", key):
@@ -124,7 +147,8 @@ def unet_key_to_official(key: str, config: UNetConfig) -> tuple[str, int]:
             position = {"res": 0, "attn": 1}
         else:
             blocks, joint = "output_blocks", "output_attns"
-            position = {"res": 0, "attn": 1, "res2": 2 if up[i].attention else 1}
+            has_attention = block_plan(config)[2][i].attention
+            position = {"res": 0, "attn": 1, "res2": 2 if has_attention else 1}
         name = f"{joint}.{i}" if slot == "joint_attn" else f"{blocks}.{i}.{position[slot]}"
     sub, extra = _unet_sub("res" if slot.startswith("res") else "attn", rest)
     return f"{name}.{sub}", extra
@@ -141,16 +165,15 @@ def _from_official(
     prefix: str,
     source: str,
 ) -> dict[str, Tensor]:
-    names = {k: to_official(k) for k in model.state_dict()}
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    names = {k: to_official(k) for k in shapes}
     given = {k: v for k, v in state.items() if not ignored.fullmatch(k.removeprefix(prefix))}
     expected = {
-        prefix + official: tuple(model.state_dict()[k].shape) + (1,) * extra
-        for k, (official, extra) in names.items()
+        prefix + official: shapes[k] + (1,) * extra for k, (official, extra) in names.items()
     }
     check_state_dict(expected, {k: tuple(v.shape) for k, v in given.items()}, source)
     return {
-        k: given[prefix + official].reshape(model.state_dict()[k].shape).float()
-        for k, (official, _) in names.items()
+        k: given[prefix + official].reshape(shapes[k]).float() for k, (official, _) in names.items()
     }
 
 
@@ -198,9 +221,13 @@ def autoencoder_config_from_official(
     if patch_size is None:
         patch_size = 4 if resolution == 128 else 8
     return AutoencoderConfig(
-        resolution=resolution, frames=frames, patch_size=patch_size, width=width,
-        latent_channels=int(embed_dim), projection_head_dim=width // 8,
-    )  # fmt: skip
+        resolution=resolution,
+        frames=frames,
+        patch_size=patch_size,
+        width=width,
+        latent_channels=int(embed_dim),
+        projection_head_dim=width // 8,
+    )
 
 
 def unet_config_from_official(unet_config: Mapping[str, Any]) -> UNetConfig:
@@ -231,7 +258,7 @@ def unet_config_from_official(unet_config: Mapping[str, Any]) -> UNetConfig:
         model_channels=int(u["model_channels"]),
         channel_mult=[int(m) for m in u.get("channel_mult", (1, 2, 4, 8))],
         num_res_blocks=int(u["num_res_blocks"]),
-        attention_resolutions=[int(a) for a in u["attention_resolutions"]],
+        attention_resolutions=sorted(int(a) for a in u["attention_resolutions"]),
         num_heads=heads if heads > 0 else 1,
         head_channels=head_channels if head_channels > 0 else None,
         dropout=float(u.get("dropout", 0.0)),

@@ -53,8 +53,10 @@ class GroupNorm32(nn.GroupNorm):
         super().__init__(groups, channels)
 
     def forward(self, x: Tensor) -> Tensor:
+        # torch.group_norm, unlike F.group_norm, accepts one-element groups (a 1 x 1 plane at
+        # the bottom of the UNet): they normalise to 0, which is well defined
         with torch.autocast(x.device.type, enabled=False):
-            y = F.group_norm(
+            y = torch.group_norm(
                 x.float(), self.num_groups, self.weight.float(), self.bias.float(), self.eps
             )
         return y.to(x.dtype)
@@ -68,11 +70,13 @@ def maybe_checkpoint(enabled: bool, fn: Callable[..., R], *args) -> R:
 
 
 class SelfAttention(nn.Module):
-    """Multi-head self-attention over [B, N, width] (ViT style: qkv Linear without bias).
+    """Multi-head self-attention, ViT style (qkv Linear without bias, output Linear with bias).
 
-    Optional rotary embeddings (cos, sin) are applied to q and k; the logit scale
-    head_dim^-1/2 is passed to the kernel (the official code scales q before the rotation,
-    which is the same linear map).
+    `forward(x, rotary, axis)` attends along one axis of x [B, ..., C], the other axes acting as
+    batch: [B, L, C] along L, or [B, T, N, C] along T (time) or N (space), without
+    rearranging x first. Optional rotary embeddings (cos, sin) are applied to q and k; the logit
+    scale head_dim^-1/2 goes to the kernel (the official code scales q before the rotation,
+    the same linear map, and by 1/8 for d = 64: exact).
     """
 
     def __init__(self, width: int, heads: int, head_dim: int, backend: AttentionBackend) -> None:
@@ -81,15 +85,32 @@ class SelfAttention(nn.Module):
         self.qkv = nn.Linear(width, 3 * heads * head_dim, bias=False)
         self.out = nn.Linear(heads * head_dim, width)
 
-    def forward(self, x: Tensor, rotary: Rotary | None = None) -> Tensor:
-        b, n, _ = x.shape
-        # channels of qkv are ordered (q|k|v, head, d), as the official chunk(3) + '(h d)'
-        qkv = self.qkv(x).view(b, n, 3, self.heads, self.head_dim)
-        qkv = qkv.permute(2, 0, 3, 1, 4).contiguous()  # [3, B, heads, N, d]
+    def forward(self, x: Tensor, rotary: Rotary | None = None, axis: int = 1) -> Tensor:
+        n = x.ndim - 1  # number of leading (batch and sequence) axes
+        others = [i for i in range(n) if i != axis]
+        # qkv channels are ordered (q|k|v, head, d), as the official chunk(3) + '(h d)'
+        qkv = self.qkv(x).unflatten(-1, (3, self.heads, self.head_dim))
+        qkv = qkv.permute(n, *others, n + 1, axis, n + 2).contiguous()  # [3, *others, h, L, d]
+        qkv = qkv.flatten(1, len(others))  # [3, B', heads, L, d]
         if rotary is None:
             q, k, v = qkv.unbind(0)
-        else:  # rotate q and k in one pass
-            (q, k), v = apply_rotary(qkv[:2], rotary).unbind(0), qkv[2]
+        else:
+            # rotate q and k in one pass; v gets its own copy so the qkv buffer can be freed
+            (q, k), v = apply_rotary(qkv[:2], rotary).unbind(0), qkv[2].clone()
         out = attention(q, k, v, scale=self.head_dim**-0.5, backend=self.backend)
-        out = out.transpose(1, 2).reshape(b, n, self.heads * self.head_dim)
+        out = out.unflatten(0, [x.shape[i] for i in others])  # [*others, h, L, d]
+        m = len(others)
+        order = [others.index(i) if i != axis else m + 1 for i in range(n)]
+        out = out.permute(*order, m, m + 2).reshape(*x.shape[:-1], -1)
         return self.out(out)
+
+    def forward_one(self, x: Tensor, index: int) -> Tensor:
+        """Attention output [B, 1, C] of the query at `index` only, over x [B, L, C]."""
+        b, length, _ = x.shape
+        inner = self.heads * self.head_dim
+        q = F.linear(x[:, index : index + 1], self.qkv.weight[:inner])
+        q = q.view(b, 1, self.heads, self.head_dim).transpose(1, 2).contiguous()
+        kv = F.linear(x, self.qkv.weight[inner:]).view(b, length, 2, self.heads, self.head_dim)
+        k, v = kv.permute(2, 0, 3, 1, 4).contiguous().unbind(0)
+        out = attention(q, k, v, scale=self.head_dim**-0.5, backend=self.backend)
+        return self.out(out.transpose(1, 2).reshape(b, 1, inner))

@@ -17,9 +17,9 @@ live: `rotary.py` (temporal frequency layout) and `projection.py` (read-out at p
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 from einops import rearrange
@@ -34,7 +34,7 @@ from pvdm.models.rotary import TemporalRotary
 from pvdm.models.timesformer import TimeSformer
 
 
-@dataclass
+@dataclasses.dataclass
 class AutoencoderConfig:
     """Architecture of the triplane autoencoder (defaults: the released 256 x 256 model)."""
 
@@ -63,13 +63,10 @@ class AutoencoderConfig:
 
     def validate(self) -> None:
         """Check sizes; raise `ConfigError` naming the field."""
-        for name in (
-            "resolution", "frames", "patch_size", "width", "depth", "heads", "head_dim",
-            "ff_mult", "latent_channels", "projection_depth", "projection_heads",
-            "projection_head_dim", "projection_mlp_dim",
-        ):  # fmt: skip
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, int) and not isinstance(value, bool) and value < 1:
+                raise ConfigError(f"{f.name} must be a positive integer, got {value}")
         if self.resolution % self.patch_size:
             raise ConfigError(
                 f"resolution {self.resolution} is not divisible by patch_size {self.patch_size}"
@@ -102,7 +99,7 @@ AUTOENCODER_PRESETS: dict[str, Callable[[], AutoencoderConfig]] = {
         projection_heads=4,
         projection_head_dim=16,
         projection_mlp_dim=128,
-    ),  # fmt: skip
+    ),
 }
 
 
@@ -154,16 +151,28 @@ class TriplaneAutoencoder(PretrainedMixin, nn.Module):
 
         def timesformer() -> TimeSformer:
             return TimeSformer(
-                c.width, c.depth, c.heads, c.head_dim, c.ff_mult, c.attention,
-                c.temporal_rotary, ckpt,
-            )  # fmt: skip
+                c.width,
+                c.depth,
+                c.heads,
+                c.head_dim,
+                c.ff_mult,
+                c.attention,
+                c.temporal_rotary,
+                ckpt,
+            )
 
         def pooling(length: int) -> PlanePooling:
             return PlanePooling(
-                c.width, length, c.projection_depth, c.projection_heads,
-                c.projection_head_dim, c.projection_mlp_dim, c.attention,
-                c.projection_readout, ckpt,
-            )  # fmt: skip
+                c.width,
+                length,
+                c.projection_depth,
+                c.projection_heads,
+                c.projection_head_dim,
+                c.projection_mlp_dim,
+                c.attention,
+                c.projection_readout,
+                ckpt,
+            )
 
         self.patch_embed = nn.Linear(3 * c.patch_size**2, c.width)
         self.encoder = timesformer()

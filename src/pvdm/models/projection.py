@@ -52,8 +52,12 @@ class ProjectionBlock(nn.Module):
         self.ff_norm = LayerNorm32(width)
         self.ff = MLP(width, mlp_dim)
 
-    def forward(self, x: Tensor) -> Tensor:
-        x = x + self.attn(self.attn_norm(x))
+    def forward(self, x: Tensor, readout: int | None = None) -> Tensor:
+        """x [B', L, C] -> [B', L, C], or [B', 1, C] at position `readout` only."""
+        if readout is None:
+            x = x + self.attn(self.attn_norm(x))
+        else:  # the other positions of the last block are never read: skip them
+            x = x[:, readout : readout + 1] + self.attn.forward_one(self.attn_norm(x), readout)
         return x + self.ff(self.ff_norm(x))
 
 
@@ -84,6 +88,8 @@ class PlanePooling(nn.Module):
     def forward(self, seq: Tensor) -> Tensor:
         token = self.token.to(seq.dtype).expand(seq.shape[0], 1, -1)
         x = torch.cat([seq, token], dim=1) + self.pos_embedding.to(seq.dtype)
-        for block in self.blocks:
-            x = maybe_checkpoint(self.gradient_checkpointing, block, x)
-        return x[:, 0] if self.readout == "first" else x[:, -1]
+        readout = 0 if self.readout == "first" else x.shape[1] - 1
+        for i, block in enumerate(self.blocks):
+            last = i == len(self.blocks) - 1
+            x = maybe_checkpoint(self.gradient_checkpointing, block, x, readout if last else None)
+        return x[:, 0]

@@ -10,7 +10,6 @@ as [B, T, N, C] with N = H' * W' patches in row-major order, the official (t, h,
 from __future__ import annotations
 
 import torch.nn.functional as F
-from einops import rearrange
 from torch import Tensor, nn
 
 from pvdm.models.attention import AttentionBackend, LayerNorm32, SelfAttention, maybe_checkpoint
@@ -33,8 +32,14 @@ class GEGLUFeedForward(nn.Module):
         self.fc2 = nn.Linear(mult * width, width)
 
     def forward(self, x: Tensor) -> Tensor:
-        value, gate = self.fc1(x).chunk(2, dim=-1)  # official order: value first, then gate
-        return self.fc2(value * F.gelu(gate))
+        # recomputing the cheap gating in the backward pass saves two hidden-size activations
+        return self.fc2(maybe_checkpoint(True, geglu, self.fc1(x)))
+
+
+def geglu(h: Tensor) -> Tensor:
+    """value * GELU(gate), with h = [value, gate] along the last axis (the official order)."""
+    value, gate = h.chunk(2, dim=-1)
+    return value * F.gelu(gate)
 
 
 class TimeSformerBlock(nn.Module):
@@ -52,14 +57,9 @@ class TimeSformerBlock(nn.Module):
         self.ff = GEGLUFeedForward(width, ff_mult)
 
     def forward(self, x: Tensor, time_rotary: Rotary, space_rotary: Rotary) -> Tensor:
-        b = x.shape[0]
-        # x: [B, T, N, C]; time attention runs over T for every patch position n
-        h = rearrange(self.time_norm(x), "b t n c -> (b n) t c")
-        h = self.time_attn(h, time_rotary)
-        x = x + rearrange(h, "(b n) t c -> b t n c", b=b)
-        h = rearrange(self.space_norm(x), "b t n c -> (b t) n c")
-        h = self.space_attn(h, space_rotary)
-        x = x + rearrange(h, "(b t) n c -> b t n c", b=b)
+        # x: [B, T, N, C]; time attention runs along T for every patch, space along N
+        x = x + self.time_attn(self.time_norm(x), time_rotary, axis=1)
+        x = x + self.space_attn(self.space_norm(x), space_rotary, axis=2)
         return x + self.ff(self.ff_norm(x))
 
 

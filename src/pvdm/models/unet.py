@@ -31,8 +31,8 @@ from pvdm.models.attention import (
 from pvdm.models.latent import TriplaneLatent
 from pvdm.models.pretrained import PretrainedMixin
 from pvdm.models.unet_blocks import (
-    ResBlock,
     Resample,
+    ResBlock,
     TokenAttention,
     TriplaneBlock,
     timestep_embedding,
@@ -103,7 +103,7 @@ UNET_PRESETS: dict[str, Callable[[], UNetConfig]] = {
         num_res_blocks=1,
         attention_resolutions=[2],
         num_heads=4,
-    ),  # fmt: skip
+    ),
 }
 
 
