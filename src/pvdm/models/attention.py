@@ -92,11 +92,10 @@ class SelfAttention(nn.Module):
         qkv = self.qkv(x).unflatten(-1, (3, self.heads, self.head_dim))
         qkv = qkv.permute(n, *others, n + 1, axis, n + 2).contiguous()  # [3, *others, h, L, d]
         qkv = qkv.flatten(1, len(others))  # [3, B', heads, L, d]
-        if rotary is None:
-            q, k, v = qkv.unbind(0)
-        else:
-            # rotate q and k in one pass; v gets its own copy so the qkv buffer can be freed
-            (q, k), v = apply_rotary(qkv[:2], rotary).unbind(0), qkv[2].clone()
+        q, k, v = qkv.unbind(0)  # unbind, not slicing: its backward is one stack, no zero-fill
+        if rotary is not None:
+            # v gets its own copy so that the qkv buffer is freed once q and k are rotated
+            q, k, v = apply_rotary(q, rotary), apply_rotary(k, rotary), v.clone()
         out = attention(q, k, v, scale=self.head_dim**-0.5, backend=self.backend)
         out = out.unflatten(0, [x.shape[i] for i in others])  # [*others, h, L, d]
         m = len(others)
