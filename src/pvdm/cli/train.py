@@ -112,7 +112,7 @@ def _cache_latents(args: argparse.Namespace) -> int:
             resolution=ae.config.resolution,
             frames=frames,
         ),
-        args.set,
+        [o.removeprefix("data.") for o in args.set],
     )
     dataset = open_dataset(data, clip_frames=2 * frames)
     build_latent_cache(

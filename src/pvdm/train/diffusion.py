@@ -157,9 +157,7 @@ def train_diffusion(cfg: DiffusionRunConfig, outdir: str | Path) -> Path:
     if cfg.model.num_classes is not None and not classes:
         raise ConfigError("model.num_classes is set but the data has no class labels")
     if info.is_main:
-        write_pipeline_file(
-            run.root, "snapshots", "autoencoder", classes, schedule=_schedule_args(dc)
-        )
+        write_pipeline_file(run.root, ".", "autoencoder", classes, schedule=_schedule_args(dc))
 
     torch.manual_seed(tc.seed)
     unet = TriplaneUNet(cfg.model).to(device)
