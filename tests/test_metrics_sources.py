@@ -1,0 +1,111 @@
+"""Evaluation clip sources: real clips per protocol, folders of fake videos, sharding by index."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from eval_helpers import real_clips, sky, write_frame_folders
+
+from pvdm.data import DataConfig, write_video
+from pvdm.errors import DataError
+from pvdm.metrics import PROTOCOLS
+from pvdm.metrics.sources import FolderVideos, RealClips, list_videos, resize_videos, shard
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("PVDM_CACHE", str(tmp_path / "cache"))
+
+
+def _protocol(num: int, resolution: int = 32, **changes):
+    p = PROTOCOLS["fvd2048_16f"].with_num(num)
+    return dataclasses.replace(p, resolution=resolution, **changes)
+
+
+def test_shards_partition_the_samples() -> None:
+    parts = [shard(7, r, 3) for r in range(3)]
+    assert parts == [[0, 3, 6], [1, 4], [2, 5]]
+    assert shard(1, 1, 2) == []
+
+
+def test_real_clips_are_the_data_layer_eval_clips_and_shard_by_index() -> None:
+    protocol = _protocol(5)
+    real = RealClips.open(DataConfig(path=str(sky())), protocol)
+    assert len(real) == 5 and len(real.dataset) == 40
+    expected = real_clips(5, 32)  # one clip per video at the seeded offsets
+    whole = list(real.batches(2))
+    assert [i.tolist() for _, i in whole] == [[0, 1], [2, 3], [4]]
+    assert torch.equal(torch.cat([v for v, _ in whole]), expected)
+    # Two ranks together read the same clips, each the indices i % 2 == rank.
+    for rank in (0, 1):
+        videos, index = zip(*real.batches(8, rank=rank, world_size=2))
+        assert torch.cat(index).tolist() == shard(5, rank, 2)
+        assert torch.equal(torch.cat(videos), expected[rank::2])
+    # The clip shape follows the protocol: 16 frames every 2nd, at 24 pixels.
+    strided = RealClips.open(DataConfig(path=str(sky())), _protocol(2, 24, stride=2))
+    videos, _ = next(strided.batches(2))
+    assert videos.shape == (2, 3, 16, 24, 24) and videos.dtype == torch.uint8
+
+
+def test_real_clip_identity_tracks_the_data(tmp_path) -> None:
+    protocol = _protocol(2)
+    root = tmp_path / "videos"
+    write_frame_folders(root, torch.zeros(2, 3, 16, 8, 8, dtype=torch.uint8))
+    first = RealClips.open(DataConfig(path=str(root)), protocol).identity
+    assert first == RealClips.open(DataConfig(path=str(root)), protocol).identity
+    write_frame_folders(root / "more", torch.zeros(1, 3, 16, 8, 8, dtype=torch.uint8))
+    assert RealClips.open(DataConfig(path=str(root)), protocol).identity != first
+
+
+def test_folder_of_fakes_reads_each_video_once_from_frame_zero(tmp_path) -> None:
+    gen = torch.Generator().manual_seed(0)
+    videos = torch.randint(0, 256, (3, 3, 20, 32, 32), generator=gen, dtype=torch.uint8)
+    folder = tmp_path / "fake"
+    write_frame_folders(folder, videos)  # clip0, clip1, clip2 (lossless)
+    write_video(folder / "clip0.gif", videos[0])  # the same video again, in other formats
+    write_video(folder / "clip0.mp4", videos[0])
+    write_video(folder / "clip10.mp4", videos[1])
+    write_video(folder / "grid.png", videos[:, :, :2])  # a picture, not a video
+    names = [p.name for p in list_videos(folder)]
+    assert names == ["clip0", "clip1", "clip2", "clip10.mp4"]  # natural order, one per name
+
+    fake = FolderVideos.open(folder)
+    assert fake.native_resolution() == 32
+    got = list(fake.batches(_protocol(3, 32), 2))
+    assert [i.tolist() for _, i in got] == [[0, 1], [2]]
+    assert torch.equal(torch.cat([v for v, _ in got]), videos[:, :, :16])  # frames 0..15
+    # Stride and resolution follow the protocol.
+    (small, _), *_ = fake.batches(_protocol(1, 16, stride=1), 1)
+    assert small.shape == (1, 3, 16, 16, 16)
+    (strided, _), *_ = fake.batches(_protocol(1, 32, stride=1, frames=10), 1)
+    assert torch.equal(strided[0], videos[0, :, :10])
+
+
+def test_mp4_and_gif_fakes_decode_close_to_what_was_written(tmp_path) -> None:
+    ramp = torch.linspace(0, 255, 48)
+    video = torch.zeros(3, 16, 32, 48, dtype=torch.uint8)
+    for t in range(16):  # a smooth red ramp moving right (GIF drops repeated frames)
+        video[0, t] = ramp.roll(3 * t).round().to(torch.uint8)
+    for suffix in (".mp4", ".gif"):
+        folder = tmp_path / suffix[1:]
+        write_video(folder / f"v{suffix}", video)
+        (got, _), *_ = FolderVideos.open(folder).batches(_protocol(1, 32), 1)
+        expected = resize_videos(video[None], 32)  # the centre 32x32 square
+        assert got.shape == expected.shape
+        assert (got.float() - expected.float()).abs().mean() < 6
+
+
+def test_fake_folder_errors(tmp_path) -> None:
+    folder = write_frame_folders(tmp_path / "fake", torch.zeros(2, 3, 12, 8, 8, dtype=torch.uint8))
+    fake = FolderVideos.open(folder)
+    with pytest.raises(DataError, match=r"holds 2 videos but fvd2048_16f needs 2048.*--num 2"):
+        fake.check_count(dataclasses.replace(PROTOCOLS["fvd2048_16f"], resolution=8))
+    with pytest.raises(DataError, match="has 12 frames"):
+        next(fake.batches(_protocol(2, 8), 2))  # 16-frame clips from 12-frame videos
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no videos in --fake"):
+        FolderVideos.open(tmp_path / "empty")
+    with pytest.raises(DataError, match="is not a folder"):
+        FolderVideos.open(tmp_path / "missing")
