@@ -109,3 +109,15 @@ def test_fake_folder_errors(tmp_path) -> None:
         FolderVideos.open(tmp_path / "empty")
     with pytest.raises(DataError, match="is not a folder"):
         FolderVideos.open(tmp_path / "missing")
+
+
+def test_videos_shorter_than_the_clip_are_skipped_and_all_clips_taken_if_fewer(tmp_path):
+    root = tmp_path / "videos"
+    write_frame_folders(root / "long", torch.zeros(2, 3, 20, 8, 8, dtype=torch.uint8))
+    write_frame_folders(root / "short", torch.zeros(1, 3, 12, 8, 8, dtype=torch.uint8))
+    real = RealClips.open(DataConfig(path=str(root)), _protocol(5, 8))
+    assert len(real.dataset) == 2 and len(real.dataset.skipped) == 1 and len(real) == 2
+    starts = [real.dataset.start_for(r.index, r.seed) for r in real.requests]
+    assert all(0 <= s <= 4 for s in starts)  # a random offset within each 20-frame video
+    with pytest.raises(DataError, match="can give a fvd5_16f clip of 121 frames"):
+        RealClips.open(DataConfig(path=str(root)), _protocol(5, 8, stride=8))

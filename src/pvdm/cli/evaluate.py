@@ -25,7 +25,8 @@ examples:
   pvdm eval --metrics fvd2048_16f,isv2048_ucf --model runs/ucf-diffusion --data data/UCF-101
   pvdm eval --metrics fvd2048_16f --fake samples/ --data data/sky --num 256   # -> fvd256_16f
   pvdm eval --metrics recon --autoencoder runs/ucf-ae --data data/UCF-101 --i3d i3d_pretrained_400
-  torchrun --nproc_per_node 8 -m pvdm eval --metrics fvd2048_128f --model runs/sky --data data/sky
+  torchrun --nproc_per_node 8 -m pvdm -- eval --metrics fvd2048_128f --model runs/sky --data data/sky
+  (with torchrun, put -- before eval: torchrun would read --num as its own --numa-binding)
 
 protocols: fvd2048_16f, fvd2048_128f, fvd2048_128f_subsample8f, isv2048_ucf, recon2048_16f
 (aliases: fvd, fvd128, isv, recon). --num N runs one on N samples and names it after N.

@@ -16,6 +16,7 @@ import dataclasses
 import hashlib
 import logging
 import os
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,10 +30,10 @@ from pvdm.data import (
     IMAGE_SUFFIXES,
     VIDEO_SUFFIXES,
     DataConfig,
+    build_dataset,
     center_crop_resize,
     collate,
     eval_requests,
-    open_dataset,
     read_video,
 )
 from pvdm.data.frames import natural_key
@@ -106,7 +107,23 @@ class RealClips:
             frames=protocol.frames,
             stride=protocol.stride,
         )
-        dataset = open_dataset(cfg)
+        dataset = build_dataset(cfg)  # silent: skipping short videos is the protocol's rule
+        if dataset.skipped:
+            kinds = Counter(reason.split(" (")[0] for _, reason in dataset.skipped)
+            why = ", ".join(f"{n} {kind}" for kind, n in kinds.most_common())
+            log.info(
+                "%s: %d of %d videos of %s skipped (%s)",
+                protocol.name,
+                len(dataset.skipped),
+                len(dataset.skipped) + len(dataset),
+                cfg.split,
+                why,
+            )
+        if len(dataset) == 0:
+            raise DataError(
+                f"no video of {data.path} ({cfg.split}) can give a {protocol.name} clip of "
+                f"{span_of(protocol)} frames; see `pvdm data inspect {data.path}`"
+            )
         requests = eval_requests(dataset, protocol.num_real, seed=protocol.seed)
         return cls(dataset, requests, dataset_identity(cfg, dataset))
 
