@@ -42,6 +42,21 @@ def folders(tmp_path_factory):
     }
 
 
+class _Counting:
+    """A fake source that counts the videos it hands out."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.videos = inner, 0
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+    def batches(self, *args, **kwargs):
+        for videos, index in self.inner.batches(*args, **kwargs):
+            self.videos += videos.shape[0]
+            yield videos, index
+
+
 def _protocols(*names: str, num: int = NUM):
     return [resolve_protocol(PROTOCOLS[n], num=num, resolution=RES) for n in names]
 
@@ -101,15 +116,13 @@ def test_fvd_of_the_real_clips_is_zero_and_noise_raises_it_and_is_matches(folder
     detectors = {"fvd": stand_in_detector("fvd"), "isv": stand_in_detector("isv")}
     values = {}
     for name in ("same", "noisy"):
+        fake = _Counting(FolderVideos.open(folders[name]))
         records = evaluate(
-            protocols,
-            fake=FolderVideos.open(folders[name]),
-            data=_data(),
-            detectors=detectors,
-            cache_dir=tmp_path,
+            protocols, fake=fake, data=_data(), detectors=detectors, cache_dir=tmp_path
         )
         values[name] = {r["metric"]: r for r in records}
-    # FVD and IS shared one pass over the fakes; the reals were read once (then cached).
+        assert fake.videos == NUM  # FVD and IS shared one pass over the fakes
+    # The reals went through the detector once (then came from the cache).
     assert detectors["isv"].num_videos == 2 * NUM
     assert detectors["fvd"].num_videos == 2 * NUM + NUM
     same, noisy = values["same"]["fvd10_16f"], values["noisy"]["fvd10_16f"]

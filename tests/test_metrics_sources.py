@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -11,7 +12,14 @@ from eval_helpers import real_clips, sky, write_frame_folders
 from pvdm.data import DataConfig, write_video
 from pvdm.errors import DataError
 from pvdm.metrics import PROTOCOLS
-from pvdm.metrics.sources import FolderVideos, RealClips, list_videos, resize_videos, shard
+from pvdm.metrics.sources import (
+    FolderVideos,
+    GeneratedVideos,
+    RealClips,
+    list_videos,
+    resize_videos,
+    shard,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -121,3 +129,42 @@ def test_videos_shorter_than_the_clip_are_skipped_and_all_clips_taken_if_fewer(t
     assert all(0 <= s <= 4 for s in starts)  # a random offset within each 20-frame video
     with pytest.raises(DataError, match="can give a fvd5_16f clip of 121 frames"):
         RealClips.open(DataConfig(path=str(root)), _protocol(5, 8, stride=8))
+
+
+class _SeededPipeline:
+    """Stands in for PVDMPipeline: video k is noise drawn from seeds[k] alone."""
+
+    def __init__(self, resolution: int = 24) -> None:
+        self.autoencoder = SimpleNamespace(config=SimpleNamespace(resolution=resolution))
+        self.calls: list[dict] = []
+
+    def __call__(self, num, frames, *, seeds, **settings) -> torch.Tensor:
+        self.calls.append({"num": num, "frames": frames, "seeds": list(seeds), **settings})
+        videos = [
+            torch.randint(0, 256, (3, frames, 24, 24), generator=torch.Generator().manual_seed(s))
+            for s in seeds
+        ]
+        return torch.stack(videos).to(torch.uint8)
+
+
+def test_generated_sample_i_uses_seed_base_plus_i_whatever_the_batches_and_ranks() -> None:
+    pipe = _SeededPipeline()
+    source = GeneratedVideos(pipe, model="m", sampler="ddim", steps=7, eta=0.5, seed=100)
+    protocol = _protocol(5, 24, stride=2, frames=4)  # 4 frames every 2nd: generate 7
+    assert source.native_resolution() == 24
+    whole = list(source.batches(protocol, 2))
+    assert [c["seeds"] for c in pipe.calls] == [[100, 101], [102, 103], [104]]
+    assert all(c["frames"] == 7 and c["steps"] == 7 and c["eta"] == 0.5 for c in pipe.calls)
+    assert all(c["sampler"] == "ddim" and c["progress"] is False for c in pipe.calls)
+    videos = torch.cat([v for v, _ in whole])
+    assert videos.shape == (5, 3, 4, 24, 24)
+    one = pipe(1, 7, seeds=[103])[0]
+    assert torch.equal(videos[3], one[:, ::2])  # sample 3 is seed 103's video, strided
+    for rank in (0, 1):  # another batch size and two ranks: the same samples
+        got = list(source.batches(protocol, 3, rank=rank, world_size=2))
+        assert torch.cat([i for _, i in got]).tolist() == shard(5, rank, 2)
+        assert torch.equal(torch.cat([v for v, _ in got]), videos[rank::2])
+    (small, _), *_ = source.batches(_protocol(1, 16, frames=4), 1)
+    assert small.shape == (1, 3, 4, 16, 16)  # resized to the protocol's resolution
+    assert source.describe(protocol)["seeds"] == [100, 104]
+    assert GeneratedVideos(pipe, model="m").seed_base(protocol) == protocol.seed
