@@ -127,7 +127,7 @@ def test_videos_shorter_than_the_clip_are_skipped_and_all_clips_taken_if_fewer(t
     assert len(real.dataset) == 2 and len(real.dataset.skipped) == 1 and len(real) == 2
     starts = [real.dataset.start_for(r.index, r.seed) for r in real.requests]
     assert all(0 <= s <= 4 for s in starts)  # a random offset within each 20-frame video
-    with pytest.raises(DataError, match="can give a fvd5_16f clip of 121 frames"):
+    with pytest.raises(DataError, match=r"gives a fvd5_16f clip of 121 frames \(3 too short\)"):
         RealClips.open(DataConfig(path=str(root)), _protocol(5, 8, stride=8))
 
 

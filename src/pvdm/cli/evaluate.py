@@ -252,7 +252,7 @@ def _recon(args: argparse.Namespace, protocols: list, info) -> list[dict]:
     from pvdm.metrics.recon_eval import evaluate_recon
     from pvdm.metrics.results import model_sha256
     from pvdm.metrics.runner import resolve_protocol
-    from pvdm.weights import cache_dir, resolve_weights
+    from pvdm.weights import KNOWN_WEIGHTS, cache_dir, resolve_weights
 
     if not protocols:
         return []
@@ -277,9 +277,10 @@ def _recon(args: argparse.Namespace, protocols: list, info) -> list[dict]:
     except WeightsError:
         if args.i3d:
             raise
+        known = KNOWN_WEIGHTS.get(protocols[0].detector)
+        filename = known.filename if known else protocols[0].detector
         _notice(
-            f"rFVD skipped: no I3D file (pass --i3d PATH, or put {protocols[0].detector} in "
-            f"{cache_dir()})",
+            f"rFVD skipped: no I3D file (pass --i3d PATH, or put {filename} in {cache_dir()})",
             info.is_main,
         )
     lpips = _lpips(args, info)

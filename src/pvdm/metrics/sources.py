@@ -108,21 +108,23 @@ class RealClips:
             stride=protocol.stride,
         )
         dataset = build_dataset(cfg)  # silent: skipping short videos is the protocol's rule
+        kinds = Counter(reason.split(" (")[0] for _, reason in dataset.skipped)
+        why = ", ".join(f"{n} {kind}" for kind, n in kinds.most_common())
+        if len(dataset) == 0:
+            raise DataError(
+                f"no video of {data.path} ({cfg.split}) gives a {protocol.name} clip of "
+                f"{span_of(protocol)} frames ({why or 'no videos found'}); see "
+                f"`pvdm data inspect {data.path}`"
+            )
         if dataset.skipped:
-            kinds = Counter(reason.split(" (")[0] for _, reason in dataset.skipped)
-            why = ", ".join(f"{n} {kind}" for kind, n in kinds.most_common())
+            total = len(dataset.skipped) + len(dataset)
             log.info(
                 "%s: %d of %d videos of %s skipped (%s)",
                 protocol.name,
                 len(dataset.skipped),
-                len(dataset.skipped) + len(dataset),
+                total,
                 cfg.split,
                 why,
-            )
-        if len(dataset) == 0:
-            raise DataError(
-                f"no video of {data.path} ({cfg.split}) can give a {protocol.name} clip of "
-                f"{span_of(protocol)} frames; see `pvdm data inspect {data.path}`"
             )
         requests = eval_requests(dataset, protocol.num_real, seed=protocol.seed)
         return cls(dataset, requests, dataset_identity(cfg, dataset))
