@@ -203,7 +203,7 @@ def _reconstruct(args: argparse.Namespace) -> int:
             dataset = open_dataset(cfg)
         except PvdmError:
             dataset = open_dataset(cfg, split="train")
-        clips = eval_clips(dataset, args.num, seed=args.seed)
+        clips = torch.cat([b["video"] for b in eval_clips(dataset, args.num, seed=args.seed)])
     recon = []
     with torch.no_grad():
         for i in range(0, len(clips), 4):

@@ -225,11 +225,10 @@ def train_autoencoder(
                 guard["last_eval_step"] = step
                 psnr = heldout_psnr(ema.model if ema else model, heldout, info, tc.precision)
                 diverged = _update_guard(guard, psnr, step, cfg.loss)
-                if info.is_main:
-                    monitor.add({"heldout_psnr": psnr})
-                    if guard["best_step"] == step:
-                        save_snapshot(run, "best", ema.model if ema else model, step, psnr=psnr)
-                        save_training_state_named(run, "best", training_state(step))
+                monitor.log_values(step, {"heldout_psnr": psnr, "best_psnr": guard["best_psnr"]})
+                if info.is_main and guard["best_step"] == step:
+                    save_snapshot(run, "best", ema.model if ema else model, step, psnr=psnr)
+                    save_training_state_named(run, "best", training_state(step))
                 if diverged:
                     if (
                         cfg.loss.on_divergence == "rollback"
@@ -363,7 +362,7 @@ def _heldout_clips(data: DataConfig, train_set: Any, num: int, seed: int) -> tor
         held = open_dataset(data, split="test")
     except PvdmError:
         held = train_set
-    return eval_clips(held, num, seed=seed)
+    return torch.cat([b["video"] for b in eval_clips(held, num, seed=seed)])
 
 
 def _init_weights(model: TriplaneAutoencoder, path: str) -> None:

@@ -67,9 +67,11 @@ class RunFolder:
         return self.root / "tensorboard"
 
     def create(self) -> None:
-        """Make the folder and its sub-folders."""
+        """Make the folder and its sub-folders; remove temporary files a killed run left."""
         for path in (self.root, self.checkpoints, self.snapshots, self.previews):
             path.mkdir(parents=True, exist_ok=True)
+        for stale in self.checkpoints.glob(".*.tmp"):
+            stale.unlink(missing_ok=True)
 
     def state_path(self, step: int) -> Path:
         return self.checkpoints / f"state-{step:08d}.pt"

@@ -54,6 +54,10 @@ def init_distributed(device: str = "auto", timeout_min: float = 30.0) -> DistInf
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     dev = resolve_device(device, local_rank)
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world_size)))
+    if dev.type == "cpu" and local_world > 1 and "OMP_NUM_THREADS" not in os.environ:
+        # several processes share the cores: more threads than cores makes OpenMP crawl
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
     if world_size > 1 and not dist.is_initialized():
         backend = "nccl" if dev.type == "cuda" else "gloo"
         dist.init_process_group(

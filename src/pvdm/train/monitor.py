@@ -100,6 +100,21 @@ class Monitor:
         self.last_step, self.last_time = step, now
         return row
 
+    def log_values(self, step: int, values: dict[str, float]) -> None:
+        """Write values measured at `step` (e.g. an evaluation) as their own stats line."""
+        row = {"step": step, **values, "time": time.time()}
+        if self.stats_path is not None:
+            with open(self.stats_path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(row) + "\n")
+        if self.writer is not None:
+            for k, v in values.items():
+                self.writer.add_scalar(k, v, step)
+        text = " ".join(f"{k}={_fmt(v)}" for k, v in values.items())
+        if self.bar is not None:
+            self.bar.write(f"step {step}: {text}")
+        elif self.stats_path is not None:
+            log.info("step %d: %s", step, text)
+
     def _write(self, row: dict[str, Any], eta: float) -> None:
         if self.stats_path is None:
             return

@@ -1,0 +1,119 @@
+"""Autoencoder training: the GAN phase with LPIPS, non-finite steps, the held-out guard."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from test_lpips_model import LIN_FILE, random_vgg16_state
+from train_helpers import TINY_AE
+
+import pvdm.train.autoencoder as ae_train
+from pvdm.config import apply_overrides
+from pvdm.errors import PvdmError, WeightsError
+from pvdm.presets import AUTOENCODER_RUNS
+
+
+def _cfg(*extra: str):
+    return apply_overrides(AUTOENCODER_RUNS["debug"](), [*TINY_AE, *extra])
+
+
+def _stats(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "stats.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def vgg_file(tmp_path_factory) -> Path:
+    if not LIN_FILE.is_file():
+        pytest.skip(f"shared LPIPS weights absent: {LIN_FILE}")
+    path = tmp_path_factory.mktemp("weights") / "vgg16-397923af.pth"
+    torch.save(random_vgg16_state(), path)
+    return path
+
+
+def test_gan_phase_with_lpips_trains_both_players(tmp_path, vgg_file) -> None:
+    cfg = _cfg(
+        "train.max_steps=4",
+        "train.checkpoint_every=2",
+        "loss.perceptual_weight=4.0",
+        f"loss.vgg_weights={vgg_file}",
+        f"loss.lpips_weights={LIN_FILE}",
+        "loss.disc_start=2",
+        "loss.disc_ndf=8",
+    )
+    run = ae_train.train_autoencoder(cfg, tmp_path / "run")
+    rows = {r["step"]: r for r in _stats(run) if "l1" in r}
+    assert set(rows) == {1, 2, 3, 4}
+    assert (
+        "d_loss" not in rows[2] and "g_adv" not in rows[2]
+    )  # discriminators off before disc_start
+    assert rows[3]["d_loss"] > 0 and "feature_match" in rows[4] and rows[4]["lpips"] > 0
+    before = torch.load(run / "checkpoints" / "state-00000002.pt", weights_only=True)
+    after = torch.load(run / "checkpoints" / "state-00000004.pt", weights_only=True)
+    for part in ("discriminators", "model"):  # both players were updated in steps 3 and 4
+        moved = max(
+            float((after[part][k].float() - v.float()).abs().max()) for k, v in before[part].items()
+        )
+        assert moved > 0, part
+    assert all(math.isfinite(r.get("d_loss", 0.0)) for r in rows.values())
+
+
+def test_missing_vgg_file_is_one_clear_error(tmp_path) -> None:
+    cfg = _cfg("loss.perceptual_weight=4.0", f"loss.vgg_weights={tmp_path / 'nope.pth'}")
+    with pytest.raises(WeightsError, match=r"nope\.pth"):
+        ae_train.train_autoencoder(cfg, tmp_path / "run")
+
+
+def test_nonfinite_steps_are_skipped_then_stop(tmp_path, monkeypatch) -> None:
+    real = ae_train.to_model_range
+    calls = {"n": 0}
+
+    def poisoned(video):  # batches 3 and 5.. are NaN (the first call is the held-out eval)
+        calls["n"] += 1
+        x = real(video)
+        return x * float("nan") if calls["n"] in (4,) or calls["n"] >= 7 else x
+
+    monkeypatch.setattr(ae_train, "to_model_range", poisoned)
+    cfg = _cfg("train.max_steps=20", "train.checkpoint_every=2", "train.max_nonfinite=3")
+    with pytest.raises(PvdmError, match=r"3 non-finite steps in a row"):
+        ae_train.train_autoencoder(cfg, tmp_path / "run")
+    rows = [r for r in _stats(tmp_path / "run") if "skipped_nonfinite" in r]
+    assert rows, "skipped steps were not logged"
+    states = sorted((tmp_path / "run" / "checkpoints").glob("state-*.pt"))
+    last = torch.load(states[-1], weights_only=True)
+    assert all(torch.isfinite(v).all() for v in last["model"].values())
+
+
+def test_guard_keeps_best_and_stops_on_divergence(tmp_path, monkeypatch) -> None:
+    scores = iter([10.0, 12.0, 11.5, 9.0, 8.0, 7.0, 6.0])
+    monkeypatch.setattr(ae_train, "heldout_psnr", lambda *a, **k: next(scores))
+    cfg = _cfg("train.max_steps=40", "train.eval_every=2", "train.checkpoint_every=100")
+    run = ae_train.train_autoencoder(cfg, tmp_path / "run")
+    evals = [r for r in _stats(run) if "heldout_psnr" in r]
+    # evaluations at 0, 2, 4, 6, 8: 9.0 and 8.0 are > 1 dB below the best 12.0 (patience 2)
+    assert [r["step"] for r in evals] == [0, 2, 4, 6, 8]
+    best = json.loads((run / "snapshots" / "best" / "config.json").read_text())
+    assert best["metadata"]["step"] == 2
+    assert (run / "checkpoints" / "state-00000008.pt").is_file()  # stopped at 8, saved there
+
+
+def test_guard_rolls_back_to_the_best_weights(tmp_path, monkeypatch) -> None:
+    scores = iter([10.0, 12.0, 9.0, 8.0, 11.0, 9.0, 8.0, 7.0])
+    monkeypatch.setattr(ae_train, "heldout_psnr", lambda *a, **k: next(scores))
+    loaded = []
+    real_load = ae_train.load_training_state
+    monkeypatch.setattr(ae_train, "load_training_state", lambda p: loaded.append(p) or real_load(p))
+    cfg = _cfg(
+        "train.max_steps=40",
+        "train.eval_every=2",
+        "train.checkpoint_every=100",
+        "loss.on_divergence=rollback",
+        "loss.max_rollbacks=1",
+    )
+    run = ae_train.train_autoencoder(cfg, tmp_path / "run")
+    assert [p.name for p in loaded] == ["best.pt"]  # one rollback, then a stop
+    evals = [r["step"] for r in _stats(run) if "heldout_psnr" in r]
+    assert evals == [0, 2, 4, 6, 8, 10, 12]
