@@ -293,3 +293,24 @@ def test_reconstruction_of_a_saved_autoencoder(env, tmp_path):
     (record,) = read_records(tmp_path / "metric-recon2_16f.jsonl")
     assert record["autoencoder"]["sha256"] == file_sha256(tmp_path / "ae/model.safetensors")
     assert 0 < record["results"]["psnr"] < 60 and -1 < record["results"]["ssim"] < 1
+
+
+@needs_models
+def test_a_diffusion_run_folder_loads_as_a_pipeline(tmp_path) -> None:
+    """A diffusion run's pipeline.json names its snapshots/ folder: the best (or newest) is used."""
+    import pvdm.cli.evaluate as cli
+    from pvdm.diffusion.pipeline import write_pipeline_file
+    from pvdm.metrics.results import model_sha256
+    from pvdm.models import TriplaneAutoencoder, TriplaneUNet, autoencoder_preset, unet_preset
+
+    run = tmp_path / "run"
+    TriplaneUNet(unet_preset("debug")).save_pretrained(run / "snapshots" / "step-00000010")
+    TriplaneAutoencoder(autoencoder_preset("debug")).save_pretrained(run / "autoencoder")
+    write_pipeline_file(run, "snapshots", "autoencoder")
+    (run / "config.yaml").write_text("{}")
+    pipe = cli._load_pipeline(str(run), torch.device("cpu"))
+    assert pipe.clip_frames == 8
+    assert model_sha256(run)["unet"] == file_sha256(
+        run / "snapshots" / "step-00000010" / "model.safetensors"
+    )
+    assert default_outdir(argparse.Namespace(model=str(run), autoencoder=None)) == run

@@ -142,12 +142,6 @@ def _weights_sha256(path: Path) -> str | None:
     from pvdm.train.snapshots import resolve_snapshot
 
     target = resolve_snapshot(path)
-    if (
-        target.is_dir()
-        and not (target / "model.safetensors").is_file()
-        and path.name == "snapshots"
-    ):
-        target = resolve_snapshot(path.parent)  # a run folder's pipeline names its snapshots/
     weights = target if target.is_file() else target / "model.safetensors"
     return file_sha256(weights) if weights.is_file() else None
 
