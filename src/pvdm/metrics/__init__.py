@@ -3,6 +3,12 @@
 Metric inputs are uint8 videos [B, C, T, H, W] (reconstruction metrics also take float videos in
 [-1, 1]). Features are accumulated with `FeatureStats` (float64, reduced across ranks) and
 compared with `frechet_distance`; protocols (`fvd2048_16f`, ...) are in `pvdm.metrics.protocols`.
+
+Running a protocol end to end (what `pvdm eval` does): `pvdm.metrics.sources` (real clips, a
+folder of fakes, generated videos, sharded by sample index), `pvdm.metrics.detectors` (I3D/C3D
+with their file hashes), `pvdm.metrics.runner.evaluate` (FVD/IS with cached reference
+statistics), `pvdm.metrics.recon_eval.evaluate_recon` (PSNR/SSIM/LPIPS/rFVD of an autoencoder)
+and `pvdm.metrics.results` (metric-<name>.jsonl lines, the printed table).
 """
 
 from pvdm.metrics.c3d import c3d_probs, load_c3d

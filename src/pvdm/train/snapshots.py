@@ -45,10 +45,11 @@ def save_snapshot(
 
 
 def resolve_snapshot(path: str | Path) -> Path:
-    """A model path for inference: a pretrained folder or file as is; for a run folder, its best
-    snapshot if it has one, else its newest step snapshot."""
+    """A model path for inference: a pretrained folder or file as is; for a run folder (or its
+    snapshots/ folder, which a diffusion run's pipeline.json names), its best snapshot if it has
+    one, else its newest step snapshot."""
     path = Path(path)
-    snaps = path / "snapshots"
+    snaps = path if path.name == "snapshots" else path / "snapshots"
     if snaps.is_dir():
         if (snaps / "best" / "config.json").is_file():
             return snaps / "best"

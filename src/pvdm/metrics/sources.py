@@ -1,0 +1,352 @@
+"""Where evaluation clips come from: real dataset clips, a folder of videos, or a generator.
+
+StyleGAN-V's protocol (`src/metrics/metric_utils.py`), which PVDM's numbers follow:
+- real clips: one clip per video of the split, at a seeded random offset; videos shorter than
+  the clip are skipped; a seeded subset of `num_real` videos when the split has more;
+- fake clips: the first frames of each video (offset 0), generated with seeds base + i.
+
+Every source yields `(videos, index)` batches for this rank's share of the samples: uint8
+videos [B, C, T, H, W] at the protocol's resolution and sample indices [B]. Sample i belongs to
+rank i % world_size, so the samples, and thus the metric, do not depend on the process count.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import os
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from einops import rearrange
+from torch.utils.data import DataLoader, Dataset
+
+from pvdm.data import (
+    IMAGE_SUFFIXES,
+    VIDEO_SUFFIXES,
+    DataConfig,
+    build_dataset,
+    center_crop_resize,
+    collate,
+    eval_requests,
+    read_video,
+)
+from pvdm.data.frames import natural_key
+from pvdm.errors import DataError
+from pvdm.metrics.protocols import Protocol
+
+log = logging.getLogger(__name__)
+
+Batch = tuple[torch.Tensor, torch.Tensor]  # uint8 videos [B, C, T, H, W], sample indices [B]
+
+# When a folder holds one video in several formats (`pvdm sample` writes .mp4 and .gif), the
+# first of these is read: frame folders are lossless, H.264 at crf 18 beats a 256-colour GIF.
+FORMAT_PREFERENCE = ("", ".mp4", ".webm", ".mkv", ".mov", ".avi", ".m4v", ".gif")
+
+
+def shard(num: int, rank: int, world_size: int) -> list[int]:
+    """The sample indices of `rank`: i with i % world_size == rank."""
+    return list(range(rank, num, world_size))
+
+
+def span_of(protocol: Protocol) -> int:
+    """Source frames one clip covers: `(frames - 1) * stride + 1`."""
+    return (protocol.frames - 1) * protocol.stride + 1
+
+
+def resize_videos(videos: torch.Tensor, resolution: int) -> torch.Tensor:
+    """uint8 [B, C, T, H, W] -> [B, C, T, res, res], centre-cropped like the real clips."""
+    if videos.shape[-2:] == (resolution, resolution):
+        return videos
+    out = [center_crop_resize(rearrange(v, "c t h w -> t h w c"), resolution) for v in videos]
+    return torch.stack(out)
+
+
+def _one_thread(worker_id: int) -> None:
+    torch.set_num_threads(1)  # N decoding workers use N cores, not N times all of them
+
+
+def _loader(
+    dataset: Dataset, items: Sequence[Any], batch_size: int, num_workers: int, collate_fn=None
+) -> DataLoader:
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=list(items),  # in this order: batch k holds items[k * batch_size:]
+        num_workers=num_workers,
+        collate_fn=collate_fn,
+        worker_init_fn=_one_thread if num_workers else None,
+    )
+
+
+# --- real clips -----------------------------------------------------------------------------
+
+
+@dataclass
+class RealClips:
+    """The real clips of a protocol: one per video at a seeded offset, at most `num_real`."""
+
+    dataset: Any  # pvdm.data.VideoDataset
+    requests: list  # pvdm.data.ClipRequest, in sample order
+    identity: str  # what the reference-statistics cache key says about the data
+
+    @classmethod
+    def open(cls, data: DataConfig, protocol: Protocol) -> RealClips:
+        """Open the protocol's split of `data` at the protocol's clip shape and resolution."""
+        if protocol.resolution is None:
+            raise ValueError("resolve the protocol's resolution before drawing real clips")
+        cfg = dataclasses.replace(
+            data,
+            split=protocol.real_split,
+            resolution=protocol.resolution,
+            frames=protocol.frames,
+            stride=protocol.stride,
+        )
+        dataset = build_dataset(cfg)  # silent: skipping short videos is the protocol's rule
+        kinds = Counter(reason.split(" (")[0] for _, reason in dataset.skipped)
+        why = ", ".join(f"{n} {kind}" for kind, n in kinds.most_common())
+        if len(dataset) == 0:
+            raise DataError(
+                f"no video of {data.path} ({cfg.split}) gives a {protocol.name} clip of "
+                f"{span_of(protocol)} frames ({why or 'no videos found'}); see "
+                f"`pvdm data inspect {data.path}`"
+            )
+        if dataset.skipped:
+            total = len(dataset.skipped) + len(dataset)
+            log.info(
+                "%s: %d of %d videos of %s skipped (%s)",
+                protocol.name,
+                len(dataset.skipped),
+                total,
+                cfg.split,
+                why,
+            )
+        requests = eval_requests(dataset, protocol.num_real, seed=protocol.seed)
+        return cls(dataset, requests, dataset_identity(cfg, dataset))
+
+    def __len__(self) -> int:
+        return len(self.requests)
+
+    def batches(
+        self, batch_size: int, *, rank: int = 0, world_size: int = 1, num_workers: int = 0
+    ) -> Iterator[Batch]:
+        """This rank's clips in batches, with their sample indices."""
+        mine = shard(len(self.requests), rank, world_size)
+        if not mine:
+            return
+        requests = [self.requests[i] for i in mine]
+        loader = _loader(self.dataset, requests, batch_size, num_workers, collate)
+        for k, batch in enumerate(loader):
+            yield batch["video"], torch.tensor(mine[k * batch_size : (k + 1) * batch_size])
+
+
+def dataset_identity(cfg: DataConfig, dataset: Any) -> str:
+    """Layout, root, split, fold and a digest of the usable videos (paths and frame counts).
+
+    Adding, removing or re-encoding videos to another length changes it, so cached
+    statistics of an older copy of the data are not reused.
+    """
+    listing = "\n".join(f"{v.path}|{v.num_frames}" for v in dataset.videos)
+    if dataset.layout == "synthetic":
+        listing += f"\nseed={cfg.synthetic_seed}"
+        root = "synthetic"
+    else:
+        root = str(Path(cfg.path).expanduser().resolve())
+    digest = hashlib.sha256(listing.encode("utf-8")).hexdigest()[:16]
+    return f"{dataset.layout}:{root}:{cfg.split}:fold{cfg.fold}:{len(dataset)}:{digest}"
+
+
+# --- a folder of videos ---------------------------------------------------------------------
+
+
+def list_videos(folder: str | os.PathLike) -> list[Path]:
+    """The videos in `folder` (one level): video files and frame folders, in natural order.
+
+    Several files of one name in different formats count once (see `FORMAT_PREFERENCE`);
+    images directly in `folder` (a `grid.png`) are not videos and are ignored.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"--fake {folder} is not a folder; give a folder of videos")
+    by_stem: dict[str, list[Path]] = {}
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            path = Path(entry.path)
+            if entry.is_dir() and _has_frames(path):
+                by_stem.setdefault(path.name, []).append(path)
+            elif entry.is_file() and path.suffix.lower() in VIDEO_SUFFIXES:
+                by_stem.setdefault(path.stem, []).append(path)
+
+    def rank(p: Path) -> int:
+        suffix = "" if p.is_dir() else p.suffix.lower()
+        return FORMAT_PREFERENCE.index(suffix) if suffix in FORMAT_PREFERENCE else 99
+
+    chosen = [min(paths, key=rank) for paths in by_stem.values()]
+    duplicates = sum(len(paths) - 1 for paths in by_stem.values())
+    if duplicates:
+        log.info(
+            "%s: %d files repeat a video in another format; reading one each", folder, duplicates
+        )
+    return sorted(chosen, key=lambda p: natural_key(p.name))
+
+
+def _has_frames(folder: Path) -> bool:
+    with os.scandir(folder) as entries:
+        return any(
+            os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES and e.is_file() for e in entries
+        )
+
+
+class _FolderDataset(Dataset):
+    def __init__(self, paths: list[Path], frames: int, stride: int, resolution: int) -> None:
+        self.paths, self.frames, self.stride, self.resolution = paths, frames, stride, resolution
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        video = read_video(self.paths[i], start=0, num_frames=self.frames, stride=self.stride)
+        return center_crop_resize(rearrange(video, "c t h w -> t h w c"), self.resolution)
+
+
+@dataclass
+class FolderVideos:
+    """Fake videos read from a folder (e.g. one written by `pvdm sample`)."""
+
+    path: Path
+    videos: list[Path]
+    model: str | None = None  # the model that made them, when the user says so (recorded)
+    model_sha256: dict[str, str] | None = None
+
+    @classmethod
+    def open(cls, path: str | os.PathLike, **record: Any) -> FolderVideos:
+        """List the videos of a folder; no video at all is a `DataError`."""
+        videos = list_videos(path)
+        if not videos:
+            raise DataError(
+                f"no videos in --fake {path}: expected video files (mp4, gif, ...) or folders "
+                "of frames"
+            )
+        return cls(Path(path), videos, **record)
+
+    def native_resolution(self) -> int:
+        """The shorter side of the first video's frames."""
+        first = read_video(self.videos[0], num_frames=1)
+        return min(first.shape[-2:])
+
+    def describe(self, protocol: Protocol) -> dict[str, Any]:
+        """What the result record says about the fake videos."""
+        return {
+            "source": "folder",
+            "path": str(self.path),
+            "videos_in_folder": len(self.videos),
+            "videos_used": f"the first {protocol.num_fake}, frames from 0",
+            "model": self.model,
+            "model_sha256": self.model_sha256,
+        }
+
+    def check_count(self, protocol: Protocol) -> None:
+        """Refuse a protocol that needs more videos than the folder holds."""
+        if len(self.videos) < protocol.num_fake:
+            n = len(self.videos)
+            raise DataError(
+                f"--fake {self.path} holds {n} videos but {protocol.name} needs "
+                f"{protocol.num_fake}; add videos, or pass --num {n} for a quick check "
+                "(its result is then named after that count)"
+            )
+
+    def batches(
+        self,
+        protocol: Protocol,
+        batch_size: int,
+        *,
+        rank: int = 0,
+        world_size: int = 1,
+        num_workers: int = 0,
+    ) -> Iterator[Batch]:
+        """This rank's share of the first `num_fake` videos, clipped from frame 0."""
+        self.check_count(protocol)
+        mine = shard(protocol.num_fake, rank, world_size)
+        if not mine:
+            return
+        dataset = _FolderDataset(self.videos, protocol.frames, protocol.stride, protocol.resolution)
+        for k, videos in enumerate(_loader(dataset, mine, batch_size, num_workers)):
+            yield videos, torch.tensor(mine[k * batch_size : (k + 1) * batch_size])
+
+
+# --- generated videos -----------------------------------------------------------------------
+
+
+@dataclass
+class GeneratedVideos:
+    """Fake videos made by a `PVDMPipeline`: sample i from seed `seed + i`.
+
+    `seed=None` uses the protocol's seed. The defaults are the sampling PVDM reports with:
+    the official DDIM, 400 steps, eta 1, on the EMA weights that snapshots hold.
+    """
+
+    pipe: Any  # pvdm.diffusion.pipeline.PVDMPipeline
+    model: str
+    sampler: str = "ddim"
+    steps: int = 400
+    eta: float = 1.0
+    seed: int | None = None
+    model_sha256: dict[str, str] | None = None
+
+    def native_resolution(self) -> int:
+        """The resolution the pipeline generates at."""
+        return int(self.pipe.autoencoder.config.resolution)
+
+    def seed_base(self, protocol: Protocol) -> int:
+        """The seed of sample 0."""
+        return protocol.seed if self.seed is None else self.seed
+
+    def describe(self, protocol: Protocol) -> dict[str, Any]:
+        """What the result record says about the fake videos (sampling settings included)."""
+        base = self.seed_base(protocol)
+        return {
+            "source": "model",
+            "model": self.model,
+            "model_sha256": self.model_sha256,
+            "sampler": self.sampler,
+            "steps": self.steps,
+            "eta": self.eta,
+            "seeds": [base, base + protocol.num_fake - 1],  # first and last
+        }
+
+    def check_count(self, protocol: Protocol) -> None:
+        """Any count can be generated."""
+
+    def batches(
+        self,
+        protocol: Protocol,
+        batch_size: int,
+        *,
+        rank: int = 0,
+        world_size: int = 1,
+        num_workers: int = 0,
+    ) -> Iterator[Batch]:
+        """This rank's generated videos, `frames` every `stride`-th from frame 0."""
+        mine = shard(protocol.num_fake, rank, world_size)
+        base = self.seed_base(protocol)
+        for k in range(0, len(mine), batch_size):
+            chunk = mine[k : k + batch_size]
+            videos = self.pipe(
+                len(chunk),
+                span_of(protocol),
+                seeds=[base + i for i in chunk],
+                sampler=self.sampler,
+                steps=self.steps,
+                eta=self.eta,
+                batch_size=batch_size,
+                progress=False,
+            )
+            videos = resize_videos(videos[:, :, :: protocol.stride].cpu(), protocol.resolution)
+            yield videos, torch.tensor(chunk)
