@@ -13,7 +13,9 @@ scipy.linalg.sqrtm of S_a S_b) is kept for comparison with numbers computed that
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from typing import Literal
 
 import numpy as np
@@ -40,20 +42,35 @@ def mean_cov(x: Stats, ddof: int = 1) -> tuple[np.ndarray, np.ndarray]:
     return FeatureStats.from_features(feats).mean_cov(ddof)
 
 
-def _psd_eigvals(mat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    w, v = np.linalg.eigh(0.5 * (mat + mat.T))
+def _psd_eigvals(mat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    w, v = torch.linalg.eigh(0.5 * (mat + mat.T))
     # Eigenvalues below the rounding level of the largest one are zero: the matrix is PSD, so
     # the tiny (possibly negative) values of its null space carry no information.
-    tol = max(w.max(initial=0.0), 0.0) * mat.shape[0] * np.finfo(np.float64).eps
-    return np.where(w > tol, w, 0.0), v
+    tol = max(float(w.max()), 0.0) * mat.shape[0] * np.finfo(np.float64).eps
+    return torch.where(w > tol, w, 0.0), v
+
+
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    # At these sizes (D = 400) threads gain nothing, and on a busy machine OpenMP's spin-waiting
+    # threads make a 50 ms decomposition take seconds.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def trace_sqrt_product(sigma_a: np.ndarray, sigma_b: np.ndarray) -> float:
     """Tr((S_a S_b)^(1/2)) for symmetric PSD S_a, S_b via two symmetric eigendecompositions."""
-    w, v = _psd_eigvals(sigma_a)
-    sqrt_a = (v * np.sqrt(w)) @ v.T
-    inner, _ = _psd_eigvals(sqrt_a @ sigma_b @ sqrt_a)
-    return float(np.sqrt(inner).sum())
+    a = torch.as_tensor(np.asarray(sigma_a, np.float64))
+    b = torch.as_tensor(np.asarray(sigma_b, np.float64))
+    with _one_thread():
+        w, v = _psd_eigvals(a)
+        sqrt_a = (v * w.sqrt()) @ v.T
+        inner, _ = _psd_eigvals(sqrt_a @ b @ sqrt_a)
+    return float(inner.sqrt().sum())
 
 
 def _trace_sqrtm(sigma_a: np.ndarray, sigma_b: np.ndarray, eps: float = 1e-6) -> float:
