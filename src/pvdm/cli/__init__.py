@@ -16,7 +16,7 @@ from pvdm import __version__
 from pvdm.errors import PvdmError
 
 # Subcommand modules, in the order `pvdm --help` lists them.
-COMMAND_MODULES: tuple[str, ...] = ("data", "convert", "train", "generate", "evaluate")
+COMMAND_MODULES: tuple[str, ...] = ("demo", "data", "train", "generate", "evaluate", "convert")
 
 
 def build_parser() -> argparse.ArgumentParser:

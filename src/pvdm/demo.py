@@ -1,0 +1,209 @@
+"""`pvdm demo`: the whole PVDM pipeline on a CPU in about ten minutes, with a report.
+
+Stages, each resumable (Ctrl-C stops cleanly; running the same command again resumes):
+1. train the autoencoder (debug preset) on the built-in synthetic videos (or --data);
+2. cache the latents of the training videos;
+3. train the diffusion model on the cached latents;
+4. generate short clips, a long video (8 clips) and the continuation of a held-out clip;
+5. evaluate: reconstruction PSNR/SSIM on held-out clips, and FVD if I3D weights are at hand;
+6. write `report.html`.
+
+Training lengths come from the time budget: a short calibration run measures the step rate,
+the plan (steps per stage) is saved in `demo.json`, and later runs reuse it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pvdm.atomic import atomic_write_text
+from pvdm.config import apply_overrides, config_to_dict
+from pvdm.errors import PvdmError
+
+log = logging.getLogger(__name__)
+
+CALIBRATION_STEPS = 30
+AE_SHARE, DM_SHARE = 0.40, 0.40  # of the time budget; the rest: caching, sampling, report
+
+
+@dataclass
+class DemoState:
+    """What `demo.json` records: the plan, finished stages, their timings and the metrics."""
+
+    data: str = "synthetic"
+    minutes: float = 10.0
+    seed: int = 0
+    ae_steps: int = 0
+    dm_steps: int = 0
+    done: list[str] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+class DemoInterrupted(PvdmError):
+    """Ctrl-C (or SIGTERM) stopped a training stage; running again resumes."""
+
+
+def _load_state(out: Path, data: str, minutes: float, seed: int) -> DemoState:
+    path = out / "demo.json"
+    if path.is_file():
+        state = DemoState(**json.loads(path.read_text()))
+        if (state.data, state.seed) != (data, seed):
+            raise PvdmError(
+                f"{out} holds a demo of --data {state.data} --seed {state.seed}; use another --out"
+            )
+        return state
+    return DemoState(data=data, minutes=minutes, seed=seed)
+
+
+def _save_state(out: Path, state: DemoState) -> None:
+    atomic_write_text(out / "demo.json", json.dumps(asdict(state), indent=2))
+
+
+def _data_overrides(data: str, resolution: int, frames: int) -> list[str]:
+    overrides = [f"data.path={data}", f"data.resolution={resolution}", f"data.frames={frames}"]
+    if data != "synthetic":
+        overrides.append("data.layout=auto")
+    return overrides
+
+
+def _steps_per_sec(run: Path) -> float:
+    rows = [json.loads(x) for x in (run / "stats.jsonl").read_text().splitlines()]
+    timed = [r for r in rows if "elapsed_sec" in r and r["elapsed_sec"] > 0]
+    return timed[-1]["step"] / timed[-1]["elapsed_sec"]
+
+
+def _trained_to(run: Path, steps: int) -> bool:
+    from pvdm.train.checkpoint import RunFolder
+
+    states = RunFolder(run).states()
+    return bool(states) and states[-1][0] >= steps
+
+
+def _train(stage: str, train_fn, cfg, run: Path, budget_sec: float, state: DemoState, attr: str):
+    """Calibrate the step rate, fix the number of steps for the budget, train (resumable)."""
+    steps = getattr(state, attr)
+    if not steps:
+        calib = apply_overrides(cfg, [f"train.max_steps={CALIBRATION_STEPS}"])
+        train_fn(calib, run)
+        if not _trained_to(run, CALIBRATION_STEPS):
+            raise DemoInterrupted(
+                f"stopped while training the {stage}; run the same command to resume"
+            )
+        rate = _steps_per_sec(run)
+        steps = int(min(max(budget_sec * rate, 2 * CALIBRATION_STEPS), 20_000))
+        setattr(state, attr, steps)
+        log.info(
+            "%s: %.2f steps/s measured, training for %d steps (%.1f min)",
+            stage,
+            rate,
+            steps,
+            budget_sec / 60,
+        )
+    train_fn(apply_overrides(cfg, [f"train.max_steps={steps}"]), run)
+    if not _trained_to(run, steps):
+        raise DemoInterrupted(f"stopped while training the {stage}; run the same command to resume")
+
+
+def run_demo(
+    out: str | Path,
+    *,
+    minutes: float = 10.0,
+    data: str = "synthetic",
+    seed: int = 0,
+    i3d: str | None = None,
+) -> Path:
+    """Run (or resume) every stage of the demo in `out`; returns the report's path."""
+    from pvdm.presets import AUTOENCODER_RUNS, DIFFUSION_RUNS
+    from pvdm.train.autoencoder import train_autoencoder
+    from pvdm.train.diffusion import train_diffusion
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    state = _load_state(out, data, minutes, seed)
+    budget = state.minutes * 60
+    t_start = time.perf_counter()
+
+    ae_cfg = AUTOENCODER_RUNS["debug"]()
+    res, frames = ae_cfg.model.resolution, ae_cfg.model.frames
+    ae_cfg = apply_overrides(ae_cfg, [*_data_overrides(data, res, frames), f"train.seed={seed}"])
+    ae_run = out / "autoencoder"
+    stage_start = time.perf_counter()
+    if "autoencoder" not in state.done:
+        _train(
+            "autoencoder", train_autoencoder, ae_cfg, ae_run, AE_SHARE * budget, state, "ae_steps"
+        )
+        _finish(out, state, "autoencoder", stage_start)
+
+    cache = out / "latents"
+    if "latents" not in state.done:
+        stage_start = time.perf_counter()
+        _cache_latents(ae_run, ae_cfg, cache, seed)
+        _finish(out, state, "latents", stage_start)
+
+    dm_cfg = apply_overrides(
+        DIFFUSION_RUNS["debug"](),
+        [
+            *_data_overrides(str(cache), res, frames),
+            f"autoencoder={ae_run}",
+            f"train.seed={seed}",
+        ],
+    )
+    dm_run = out / "diffusion"
+    if "diffusion" not in state.done:
+        stage_start = time.perf_counter()
+        _train(
+            "diffusion model", train_diffusion, dm_cfg, dm_run, DM_SHARE * budget, state, "dm_steps"
+        )
+        _finish(out, state, "diffusion", stage_start)
+
+    stage_start = time.perf_counter()
+    from pvdm.demo_outputs import evaluate_and_generate
+
+    state.metrics = evaluate_and_generate(out, ae_run, dm_run, ae_cfg, seed=seed, i3d=i3d)
+    _finish(out, state, "generation", stage_start)
+
+    from pvdm.report import write_report
+
+    report = write_report(
+        out,
+        state=asdict(state),
+        configs={"autoencoder": config_to_dict(ae_cfg), "diffusion": config_to_dict(dm_cfg)},
+    )
+    log.info("demo finished in %.1f min: open %s", (time.perf_counter() - t_start) / 60, report)
+    return report
+
+
+def _finish(out: Path, state: DemoState, stage: str, start: float) -> None:
+    state.seconds[stage] = state.seconds.get(stage, 0.0) + time.perf_counter() - start
+    if stage not in state.done and stage != "generation":
+        state.done.append(stage)
+    _save_state(out, state)
+
+
+def _cache_latents(ae_run: Path, ae_cfg, cache: Path, seed: int) -> None:
+    from pvdm.data import open_dataset
+    from pvdm.diffusion.cache import build_latent_cache
+    from pvdm.models import load_model
+    from pvdm.train.snapshots import resolve_snapshot
+
+    autoencoder = load_model(resolve_snapshot(ae_run))
+    frames = autoencoder.config.frames
+    dataset = open_dataset(ae_cfg.data, clip_frames=2 * frames)
+    with torch.no_grad():
+        build_latent_cache(
+            autoencoder,
+            dataset,
+            cache,
+            frames=frames,
+            windows_per_video=2,
+            seed=seed,
+            batch_size=16,
+        )
