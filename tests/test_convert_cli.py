@@ -75,6 +75,12 @@ def test_converts_official_checkpoints_and_yaml_configs(tmp_path, capsys) -> Non
         (eps, unet_golden["output.eps_uncond"]),
     ):
         assert (ours - ref).norm() / ref.norm() <= 1e-5
+    # the converted pair is a pipeline: `pvdm sample` takes it as it is
+    samples = tmp_path / "samples"
+    args = f"sample --model {tmp_path / 'out'} --num 1 --steps 2 --out {samples} --device cpu"
+    assert main(args.split()) == 0
+    settings = json.loads((samples / "settings.json").read_text())
+    assert settings["frames"] == 16 and (samples / "sample-0000.mp4").stat().st_size > 0
 
 
 def test_default_config_refuses_weights_of_another_size(tmp_path, capsys) -> None:

@@ -3,7 +3,8 @@
     pvdm convert official --autoencoder AE.pth [--ae-config base.yaml] \
         [--unet EMA.pth [--unet-config base.yaml]] --out DIR
 
-writes DIR/autoencoder/ and DIR/unet/ (config.json + model.safetensors each). Without a config
+writes DIR/autoencoder/ and DIR/unet/ (config.json + model.safetensors each) and, when both are
+there, DIR/pipeline.json, so `pvdm sample --model DIR` works. Without a config
 file the official defaults are used (configs/autoencoder/base.yaml,
 configs/latent-diffusion/base.yaml). The `.pth` files are read with `weights_only=True`.
 """
@@ -121,6 +122,12 @@ def run_official(args: argparse.Namespace) -> int:
         model = convert.official_unet(state, unet_config)
         out = model.save_pretrained(args.out / "unet", metadata={"converted_from": args.unet.name})
         print(f"unet ({_count(model)} parameters) -> {out}")
+    if (args.out / "unet").is_dir() and (args.out / "autoencoder").is_dir():
+        from pvdm.diffusion.pipeline import write_pipeline_file
+
+        # the official schedule is the pvdm default; no classes (the official models are unconditional)
+        write_pipeline_file(args.out, "unet", "autoencoder")
+        print(f"pipeline -> {args.out} (use: pvdm sample --model {args.out} ...)")
     return 0
 
 
