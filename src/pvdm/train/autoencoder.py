@@ -54,7 +54,7 @@ from pvdm.train.ema import EMA
 from pvdm.train.interrupt import StopRequest
 from pvdm.train.monitor import Monitor
 from pvdm.train.seeding import step_seed
-from pvdm.train.snapshots import save_preview, save_snapshot
+from pvdm.train.snapshots import resolve_snapshot, save_preview, save_snapshot
 
 log = logging.getLogger(__name__)
 
@@ -367,7 +367,7 @@ def _heldout_clips(data: DataConfig, train_set: Any, num: int, seed: int) -> tor
 
 def _init_weights(model: TriplaneAutoencoder, path: str) -> None:
     """Start from a snapshot or converted checkpoint (e.g. phase 1 weights for phase 2)."""
-    source = load_model(path)
+    source = load_model(resolve_snapshot(path))
     if not isinstance(source, TriplaneAutoencoder):
         raise PvdmError(f"--init {path} is not an autoencoder checkpoint")
     missing = model.load_state_dict(source.state_dict(), strict=False)
