@@ -64,9 +64,9 @@ def evaluate_and_generate(
     write_video(files / "reconstruction.gif", torch.cat([real, recon], dim=-1), fps=8)
     timings["reconstruction"] = time.perf_counter() - t0
 
-    # short clips
+    # short videos: 16 frames (two clips of the debug preset's 8)
     t0 = time.perf_counter()
-    samples = pipe(NUM_CLIPS, frames, seed=seed, **SAMPLER, progress=True)
+    samples = pipe(NUM_CLIPS, max(16, frames), seed=seed, **SAMPLER, progress=True)
     write_video(files / "samples.gif", samples, fps=8)
     write_video(files / "samples.png", samples)
     timings["samples"] = time.perf_counter() - t0
@@ -91,7 +91,8 @@ def evaluate_and_generate(
     metrics["continuation"] = {"given_frames": frames, "generated_frames": generated.shape[2]}
     timings["continuation"] = time.perf_counter() - t0
 
-    fvd = _small_fvd(i3d, real_clips=_clips(ae_cfg.data, "train", 16, frames, seed), fakes=samples)
+    real = _clips(ae_cfg.data, "train", 16, samples.shape[2], seed)
+    fvd = _small_fvd(i3d, real_clips=real, fakes=samples)
     if fvd is not None:
         metrics["fvd_small"] = fvd
     metrics["generation_seconds"] = timings

@@ -146,7 +146,7 @@ def write_report(out: str | Path, *, state: dict[str, Any], configs: dict[str, A
     ae_rows = read_stats(out / "autoencoder")
     dm_rows = read_stats(out / "diffusion")
     ae_chart = line_chart(
-        {k: _series(ae_rows, k) for k in ("l1", "lpips", "g_total") if _series(ae_rows, k)},
+        {k: _series(ae_rows, k) for k in ("l1", "lpips", "g_adv", "d_loss") if _series(ae_rows, k)},
         "autoencoder training loss",
         log_y=True,
     )
@@ -180,7 +180,7 @@ then sampling. Models this small and this briefly trained show the mechanics, no
 <h2>Real vs reconstructed</h2>
 {_media("reconstruction.gif", "held-out clips (left) and their reconstructions (right)", files)}
 <h2>Generated clips</h2>
-{_media("samples.gif", "generated clips, one model-length clip each", files)}
+{_media("samples.gif", "generated videos of 16 frames", files)}
 {_media("samples.png", "their frames", files)}
 <h2>Long video</h2>
 {_media("long.mp4", f"{metrics.get('long_video_frames', '?')} frames generated clip by clip, each clip conditioned on the previous one", files)}
