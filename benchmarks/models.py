@@ -31,26 +31,29 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def configurations(device: str) -> list[dict]:
-    """The benchmark matrix: name -> model, batch, dtype, attention, checkpointing."""
+def configurations() -> list[dict]:
+    """The benchmark matrix, SDPA and math runs of one setting back to back (similar load)."""
+    settings = [
+        # model, batch, dtype, activation checkpointing, attention backends
+        ("autoencoder", 1, "fp32", False, ("sdpa", "math")),
+        ("autoencoder", 1, "fp32", True, ("sdpa", "math")),  # the CPU memory target
+        ("unet", 1, "fp32", False, ("sdpa", "math")),
+        ("unet", 8, "fp32", False, ("sdpa", "math")),
+        ("autoencoder", 1, "bf16", False, ("sdpa", "math")),
+        ("autoencoder", 1, "bf16", True, ("sdpa",)),  # the GPU memory target
+        ("unet", 1, "bf16", False, ("sdpa", "math")),
+        ("unet", 8, "bf16", False, ("sdpa", "math")),
+    ]
     configs = []
-    for dtype in ("fp32", "bf16"):
-        for attention in ("sdpa", "math"):
-            configs.append(dict(model="autoencoder", batch=1, dtype=dtype, attention=attention))
-            for batch in (1, 8):
-                configs.append(dict(model="unet", batch=batch, dtype=dtype, attention=attention))
-    # activation checkpointing: the memory targets (CPU fp32, GPU bf16)
-    for attention in ("sdpa", "math"):
-        configs.append(
-            dict(model="autoencoder", batch=1, dtype="fp32", attention=attention, ckpt=True)
-        )
-    configs.append(dict(model="autoencoder", batch=1, dtype="bf16", attention="sdpa", ckpt=True))
-    for c in configs:
-        c.setdefault("ckpt", False)
-        short = "ae" if c["model"] == "autoencoder" else "unet"
-        c["name"] = f"{short}-b{c['batch']}-{c['dtype']}-{c['attention']}" + (
-            "-ckpt" if c["ckpt"] else ""
-        )
+    for model, batch, dtype, ckpt, backends in settings:
+        short = "ae" if model == "autoencoder" else "unet"
+        for attention in backends:
+            name = f"{short}-b{batch}-{dtype}-{attention}" + ("-ckpt" if ckpt else "")
+            configs.append(
+                dict(
+                    name=name, model=model, batch=batch, dtype=dtype, attention=attention, ckpt=ckpt
+                )
+            )
     return configs
 
 
@@ -92,6 +95,8 @@ def run_child(spec: dict) -> dict:
         unet_preset,
     )
 
+    if spec.get("threads"):
+        torch.set_num_threads(spec["threads"])
     device = torch.device(spec["device"])
     cuda = device.type == "cuda"
     if not cuda:
@@ -210,6 +215,7 @@ def main() -> int:
     parser.add_argument("--unet-preset", default="official")
     parser.add_argument("--memory-limit-gb", type=float, default=20.0, help="CPU RSS limit per run")
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds per configuration")
+    parser.add_argument("--threads", type=int, help="torch threads per run (default: torch's)")
     parser.add_argument("--list", action="store_true", help="list configuration names and exit")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -224,7 +230,7 @@ def main() -> int:
         print("RESULT " + json.dumps(run_child(spec)), flush=True)
         return 0
 
-    configs = configurations(args.device)
+    configs = configurations()
     if args.only:
         configs = [c for c in configs if any(fnmatch.fnmatch(c["name"], p) for p in args.only)]
     if args.list:
@@ -248,10 +254,14 @@ def main() -> int:
             "unet_preset": args.unet_preset,
             "latent_shape": latent_shape,
             "memory_limit_gb": args.memory_limit_gb,
+            "threads": args.threads,
         }
         print(f"{config['name']} ...", end=" ", flush=True)
+        load_before = os.getloadavg()[0]
         outcome = run_config(spec, args.timeout)
-        results.append({**config, **outcome})
+        # the 1-minute load average shows when other processes competed for the CPU
+        load = {"load_avg_before": load_before, "load_avg_after": os.getloadavg()[0]}
+        results.append({**config, **outcome, **load})
         print(outcome.get("error") or "  ".join(
             f"{k} {outcome[k]:.3f}" for k in ("forward_sec", "forward_peak_gb", "train_step_sec", "train_peak_gb")
         ), flush=True)  # fmt: skip
@@ -262,7 +272,7 @@ def main() -> int:
             "device": args.device,
             "device_name": torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or platform.machine(),
             "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
+            "torch_threads": args.threads or torch.get_num_threads(),
             "torch": torch.__version__,
             "ae_preset": args.ae_preset,
             "unet_preset": args.unet_preset,
