@@ -11,7 +11,13 @@ reported as out of memory (so an over-large configuration cannot take the machin
     python benchmarks/models.py --only 'ae-*' --repeats 1 --warmup 0
     python benchmarks/models.py --device cuda
     python benchmarks/models.py --ae-preset debug --unet-preset debug   # a quick smoke run
+    python benchmarks/models.py --only 'unet-*' --merge   # re-run some, keep the rest of the file
+    python benchmarks/models.py --skip 'ae-b1-bf16-*'       # bf16 matmuls are slow on CPUs without bf16
     python benchmarks/models.py --list
+
+The JSON holds `runs` (one header per invocation: date, command, device, threads, presets),
+`results` (one entry per configuration, with the 1-minute load average before and after it,
+since other processes on a shared machine slow it down) and `summary` (SDPA speed-ups).
 """
 
 from __future__ import annotations
@@ -209,6 +215,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "models.json")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--only", action="append", help="glob on configuration names (repeatable)")
+    parser.add_argument("--skip", action="append", help="glob of configurations to leave out")
     parser.add_argument("--repeats", type=int, default=3, help="timed iterations per phase")
     parser.add_argument("--warmup", type=int, default=1, help="untimed iterations per phase")
     parser.add_argument("--ae-preset", default="official")
@@ -216,6 +223,9 @@ def main() -> int:
     parser.add_argument("--memory-limit-gb", type=float, default=20.0, help="CPU RSS limit per run")
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds per configuration")
     parser.add_argument("--threads", type=int, help="torch threads per run (default: torch's)")
+    parser.add_argument(
+        "--merge", action="store_true", help="keep results in --out of configurations not run now"
+    )
     parser.add_argument("--list", action="store_true", help="list configuration names and exit")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -233,6 +243,8 @@ def main() -> int:
     configs = configurations()
     if args.only:
         configs = [c for c in configs if any(fnmatch.fnmatch(c["name"], p) for p in args.only)]
+    if args.skip:
+        configs = [c for c in configs if not any(fnmatch.fnmatch(c["name"], p) for p in args.skip)]
     if args.list:
         print("\n".join(c["name"] for c in configs))
         return 0
@@ -243,7 +255,30 @@ def main() -> int:
 
     with torch.device("meta"):
         latent_shape = list(TriplaneAutoencoder(autoencoder_preset(args.ae_preset)).latent_shape())
-    results = []
+    meta = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "device": args.device,
+        "device_name": torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": args.threads or torch.get_num_threads(),
+        "torch": torch.__version__,
+        "ae_preset": args.ae_preset,
+        "unet_preset": args.unet_preset,
+        "latent_shape": latent_shape,
+        "repeats": args.repeats,
+        "warmup": args.warmup,
+        "memory": "CPU: process RSS high-water mark (ru_maxrss) in a fresh process per "
+        "configuration, model and inputs included; CUDA: torch.cuda.max_memory_allocated",
+    }  # fmt: skip
+    runs, results = [meta], []
+    if args.merge and args.out.is_file():  # keep earlier results of configurations not re-run
+        earlier = json.loads(args.out.read_text())
+        runs = [*earlier.get("runs", [earlier.get("meta")]), meta]
+        names = {c["name"] for c in configs}
+        results = [r for r in earlier["results"] if r["name"] not in names]
+    from pvdm.atomic import atomic_write_text
+
     for config in configs:
         spec = {
             **config,
@@ -261,33 +296,13 @@ def main() -> int:
         outcome = run_config(spec, args.timeout)
         # the 1-minute load average shows when other processes competed for the CPU
         load = {"load_avg_before": load_before, "load_avg_after": os.getloadavg()[0]}
-        results.append({**config, **outcome, **load})
+        results.append({**config, **outcome, **load, "run": len(runs) - 1})
         print(outcome.get("error") or "  ".join(
             f"{k} {outcome[k]:.3f}" for k in ("forward_sec", "forward_peak_gb", "train_step_sec", "train_peak_gb")
         ), flush=True)  # fmt: skip
-    report = {
-        "meta": {
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-            "device": args.device,
-            "device_name": torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(),
-            "torch_threads": args.threads or torch.get_num_threads(),
-            "torch": torch.__version__,
-            "ae_preset": args.ae_preset,
-            "unet_preset": args.unet_preset,
-            "latent_shape": latent_shape,
-            "repeats": args.repeats,
-            "warmup": args.warmup,
-            "memory": "CPU: process RSS high-water mark (ru_maxrss) in a fresh process per "
-            "configuration, model and inputs included; CUDA: torch.cuda.max_memory_allocated",
-        },
-        "results": results,
-        "summary": summarise(results),
-    }  # fmt: skip
-    from pvdm.atomic import atomic_write_text
-
-    atomic_write_text(args.out, json.dumps(report, indent=2) + "\n")
+        # written after every configuration, so an interrupted run keeps what it measured
+        report = {"runs": runs, "results": results, "summary": summarise(results)}
+        atomic_write_text(args.out, json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.out}")
     return 0
 
