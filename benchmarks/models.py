@@ -11,7 +11,13 @@ reported as out of memory (so an over-large configuration cannot take the machin
     python benchmarks/models.py --only 'ae-*' --repeats 1 --warmup 0
     python benchmarks/models.py --device cuda
     python benchmarks/models.py --ae-preset debug --unet-preset debug   # a quick smoke run
+    python benchmarks/models.py --only 'unet-*' --merge   # re-run some, keep the rest of the file
+    python benchmarks/models.py --skip 'ae-b1-bf16-*'       # bf16 matmuls are slow on CPUs without bf16
     python benchmarks/models.py --list
+
+The JSON holds `runs` (one header per invocation: date, command, device, threads, presets),
+`results` (one entry per configuration, with the 1-minute load average before and after it,
+since other processes on a shared machine slow it down) and `summary` (SDPA speed-ups).
 """
 
 from __future__ import annotations
@@ -31,26 +37,29 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def configurations(device: str) -> list[dict]:
-    """The benchmark matrix: name -> model, batch, dtype, attention, checkpointing."""
+def configurations() -> list[dict]:
+    """The benchmark matrix, SDPA and math runs of one setting back to back (similar load)."""
+    settings = [
+        # model, batch, dtype, activation checkpointing, attention backends
+        ("autoencoder", 1, "fp32", False, ("sdpa", "math")),
+        ("autoencoder", 1, "fp32", True, ("sdpa", "math")),  # the CPU memory target
+        ("unet", 1, "fp32", False, ("sdpa", "math")),
+        ("unet", 8, "fp32", False, ("sdpa", "math")),
+        ("autoencoder", 1, "bf16", False, ("sdpa", "math")),
+        ("autoencoder", 1, "bf16", True, ("sdpa",)),  # the GPU memory target
+        ("unet", 1, "bf16", False, ("sdpa", "math")),
+        ("unet", 8, "bf16", False, ("sdpa", "math")),
+    ]
     configs = []
-    for dtype in ("fp32", "bf16"):
-        for attention in ("sdpa", "math"):
-            configs.append(dict(model="autoencoder", batch=1, dtype=dtype, attention=attention))
-            for batch in (1, 8):
-                configs.append(dict(model="unet", batch=batch, dtype=dtype, attention=attention))
-    # activation checkpointing: the memory targets (CPU fp32, GPU bf16)
-    for attention in ("sdpa", "math"):
-        configs.append(
-            dict(model="autoencoder", batch=1, dtype="fp32", attention=attention, ckpt=True)
-        )
-    configs.append(dict(model="autoencoder", batch=1, dtype="bf16", attention="sdpa", ckpt=True))
-    for c in configs:
-        c.setdefault("ckpt", False)
-        short = "ae" if c["model"] == "autoencoder" else "unet"
-        c["name"] = f"{short}-b{c['batch']}-{c['dtype']}-{c['attention']}" + (
-            "-ckpt" if c["ckpt"] else ""
-        )
+    for model, batch, dtype, ckpt, backends in settings:
+        short = "ae" if model == "autoencoder" else "unet"
+        for attention in backends:
+            name = f"{short}-b{batch}-{dtype}-{attention}" + ("-ckpt" if ckpt else "")
+            configs.append(
+                dict(
+                    name=name, model=model, batch=batch, dtype=dtype, attention=attention, ckpt=ckpt
+                )
+            )
     return configs
 
 
@@ -92,6 +101,8 @@ def run_child(spec: dict) -> dict:
         unet_preset,
     )
 
+    if spec.get("threads"):
+        torch.set_num_threads(spec["threads"])
     device = torch.device(spec["device"])
     cuda = device.type == "cuda"
     if not cuda:
@@ -204,12 +215,17 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "models.json")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--only", action="append", help="glob on configuration names (repeatable)")
+    parser.add_argument("--skip", action="append", help="glob of configurations to leave out")
     parser.add_argument("--repeats", type=int, default=3, help="timed iterations per phase")
     parser.add_argument("--warmup", type=int, default=1, help="untimed iterations per phase")
     parser.add_argument("--ae-preset", default="official")
     parser.add_argument("--unet-preset", default="official")
     parser.add_argument("--memory-limit-gb", type=float, default=20.0, help="CPU RSS limit per run")
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds per configuration")
+    parser.add_argument("--threads", type=int, help="torch threads per run (default: torch's)")
+    parser.add_argument(
+        "--merge", action="store_true", help="keep results in --out of configurations not run now"
+    )
     parser.add_argument("--list", action="store_true", help="list configuration names and exit")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -224,9 +240,11 @@ def main() -> int:
         print("RESULT " + json.dumps(run_child(spec)), flush=True)
         return 0
 
-    configs = configurations(args.device)
+    configs = configurations()
     if args.only:
         configs = [c for c in configs if any(fnmatch.fnmatch(c["name"], p) for p in args.only)]
+    if args.skip:
+        configs = [c for c in configs if not any(fnmatch.fnmatch(c["name"], p) for p in args.skip)]
     if args.list:
         print("\n".join(c["name"] for c in configs))
         return 0
@@ -237,7 +255,30 @@ def main() -> int:
 
     with torch.device("meta"):
         latent_shape = list(TriplaneAutoencoder(autoencoder_preset(args.ae_preset)).latent_shape())
-    results = []
+    meta = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "device": args.device,
+        "device_name": torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": args.threads or torch.get_num_threads(),
+        "torch": torch.__version__,
+        "ae_preset": args.ae_preset,
+        "unet_preset": args.unet_preset,
+        "latent_shape": latent_shape,
+        "repeats": args.repeats,
+        "warmup": args.warmup,
+        "memory": "CPU: process RSS high-water mark (ru_maxrss) in a fresh process per "
+        "configuration, model and inputs included; CUDA: torch.cuda.max_memory_allocated",
+    }  # fmt: skip
+    runs, results = [meta], []
+    if args.merge and args.out.is_file():  # keep earlier results of configurations not re-run
+        earlier = json.loads(args.out.read_text())
+        runs = [*earlier.get("runs", [earlier.get("meta")]), meta]
+        names = {c["name"] for c in configs}
+        results = [r for r in earlier["results"] if r["name"] not in names]
+    from pvdm.atomic import atomic_write_text
+
     for config in configs:
         spec = {
             **config,
@@ -248,36 +289,20 @@ def main() -> int:
             "unet_preset": args.unet_preset,
             "latent_shape": latent_shape,
             "memory_limit_gb": args.memory_limit_gb,
+            "threads": args.threads,
         }
         print(f"{config['name']} ...", end=" ", flush=True)
+        load_before = os.getloadavg()[0]
         outcome = run_config(spec, args.timeout)
-        results.append({**config, **outcome})
+        # the 1-minute load average shows when other processes competed for the CPU
+        load = {"load_avg_before": load_before, "load_avg_after": os.getloadavg()[0]}
+        results.append({**config, **outcome, **load, "run": len(runs) - 1})
         print(outcome.get("error") or "  ".join(
             f"{k} {outcome[k]:.3f}" for k in ("forward_sec", "forward_peak_gb", "train_step_sec", "train_peak_gb")
         ), flush=True)  # fmt: skip
-    report = {
-        "meta": {
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-            "device": args.device,
-            "device_name": torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__,
-            "ae_preset": args.ae_preset,
-            "unet_preset": args.unet_preset,
-            "latent_shape": latent_shape,
-            "repeats": args.repeats,
-            "warmup": args.warmup,
-            "memory": "CPU: process RSS high-water mark (ru_maxrss) in a fresh process per "
-            "configuration, model and inputs included; CUDA: torch.cuda.max_memory_allocated",
-        },
-        "results": results,
-        "summary": summarise(results),
-    }  # fmt: skip
-    from pvdm.atomic import atomic_write_text
-
-    atomic_write_text(args.out, json.dumps(report, indent=2) + "\n")
+        # written after every configuration, so an interrupted run keeps what it measured
+        report = {"runs": runs, "results": results, "summary": summarise(results)}
+        atomic_write_text(args.out, json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.out}")
     return 0
 

@@ -228,3 +228,11 @@ def test_bf16_autocast_forward_and_backward() -> None:
     rel = (out.float() - reference).norm() / reference.norm()
     assert rel < 0.03, rel
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+@pytest.mark.parametrize("name", sorted(AUTOENCODER_PRESETS))
+def test_presets_round_trip_through_config_files(tmp_path, name: str) -> None:
+    from pvdm.config import load_config, save_config
+
+    cfg = autoencoder_preset(name)
+    assert load_config(AutoencoderConfig, save_config(cfg, tmp_path / "ae.yaml")) == cfg

@@ -182,3 +182,11 @@ def test_float_and_scalar_timesteps() -> None:
         a = model(x, torch.tensor([250, 250]))
         b = model(x, torch.tensor(250.0))
     torch.testing.assert_close(a.pack(), b.pack())
+
+
+@pytest.mark.parametrize("name", sorted(UNET_PRESETS))
+def test_presets_round_trip_through_config_files(tmp_path, name: str) -> None:
+    from pvdm.config import load_config, save_config
+
+    cfg = unet_preset(name)
+    assert load_config(UNetConfig, save_config(cfg, tmp_path / "unet.json")) == cfg

@@ -151,27 +151,27 @@ class TriplaneAutoencoder(PretrainedMixin, nn.Module):
 
         def timesformer() -> TimeSformer:
             return TimeSformer(
-                c.width,
-                c.depth,
-                c.heads,
-                c.head_dim,
-                c.ff_mult,
-                c.attention,
-                c.temporal_rotary,
-                ckpt,
+                width=c.width,
+                depth=c.depth,
+                heads=c.heads,
+                head_dim=c.head_dim,
+                ff_mult=c.ff_mult,
+                backend=c.attention,
+                temporal_layout=c.temporal_rotary,
+                gradient_checkpointing=ckpt,
             )
 
         def pooling(length: int) -> PlanePooling:
             return PlanePooling(
-                c.width,
-                length,
-                c.projection_depth,
-                c.projection_heads,
-                c.projection_head_dim,
-                c.projection_mlp_dim,
-                c.attention,
-                c.projection_readout,
-                ckpt,
+                width=c.width,
+                length=length,
+                depth=c.projection_depth,
+                heads=c.projection_heads,
+                head_dim=c.projection_head_dim,
+                mlp_dim=c.projection_mlp_dim,
+                backend=c.attention,
+                readout=c.projection_readout,
+                gradient_checkpointing=ckpt,
             )
 
         self.patch_embed = nn.Linear(3 * c.patch_size**2, c.width)
