@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 setup: $(VENV)/.installed
 
 demo: setup
-	$(BIN)/pvdm data preview synthetic --out runs/preview.gif
+	$(BIN)/pvdm demo --out runs/demo
 
 test: setup
 	$(BIN)/ruff check .

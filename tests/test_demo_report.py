@@ -38,14 +38,15 @@ def browser_check(report: Path) -> dict:
     """Open report.html (through a checking page) in headless Chromium; what loaded."""
     check = report.parent / "_check.html"
     check.write_text(CHECK_PAGE)
+    flags = [
+        "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--disable-quic", f"--user-data-dir={report.parent / '_chromium'}",
+        "--allow-file-access-from-files", "--autoplay-policy=no-user-gesture-required",
+        "--virtual-time-budget=8000", "--dump-dom",
+    ]  # fmt: skip
     proc = subprocess.run(
-        [
-            CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync",
-            "--disable-quic", f"--user-data-dir={report.parent / '_chromium'}",
-            "--allow-file-access-from-files", "--autoplay-policy=no-user-gesture-required",
-            "--virtual-time-budget=8000", "--dump-dom", check.as_uri(),
-        ],  # fmt: skip
+        [CHROMIUM, *flags, check.as_uri()],
         capture_output=True,
         text=True,
         timeout=120,
@@ -58,10 +59,14 @@ def browser_check(report: Path) -> dict:
 @pytest.mark.slow
 def test_demo_interrupt_resume_and_report_in_a_browser(tmp_path) -> None:
     out = tmp_path / "demo"
-    proc = subprocess.Popen(_demo(out), env=pvdm_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        _demo(out), env=pvdm_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     stats = out / "autoencoder" / "stats.jsonl"
     deadline = time.monotonic() + 180
-    while time.monotonic() < deadline and not (stats.is_file() and stats.read_text().count("\n") >= 2):
+    while time.monotonic() < deadline and not (
+        stats.is_file() and stats.read_text().count("\n") >= 2
+    ):
         time.sleep(0.1)
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=180)
