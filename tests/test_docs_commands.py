@@ -286,7 +286,9 @@ def test_doc_python_blocks_compile_and_import(doc: Path) -> None:
 
     for block in python_blocks(doc):
         compile(block, str(doc), "exec")
-        for module, names in re.findall(r"^from (\S+) import (.+)$", block, flags=re.M):
+        pattern = r"^from (\S+) import (\([^)]*\)|.+)$"
+        for module, names in re.findall(pattern, block, flags=re.M):
             mod = importlib.import_module(module)
-            for name in names.split(","):
-                assert hasattr(mod, name.strip()), f"{doc.name}: {module} has no {name.strip()}"
+            for name in names.strip("()").replace("\n", " ").split(","):
+                if name.strip():
+                    assert hasattr(mod, name.strip()), f"{doc.name}: {module} has no {name}"

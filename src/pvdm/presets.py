@@ -10,11 +10,13 @@ official recipe (spec sections 2, 3 and 9); counts are optimizer steps:
   25 steps, fp32 like the official trainer, cond_prob 0.3 (UCF-101) / 0.2 (Sky).
 Departures: bf16 autocast for the autoencoder (the official code uses fp16 AMP; bf16 needs no
 loss scaling on A100/H100); `precision` can be set back with --set train.precision=fp16.
+The paper autoencoder presets turn on activation checkpointing (memory only; same function).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 from pvdm.data import DataConfig
 from pvdm.diffusion.schedule import DiffusionConfig
@@ -50,7 +52,8 @@ def _ae_debug() -> AutoencoderRunConfig:
 def _ae_paper(layout: str, gan: bool) -> Callable[[], AutoencoderRunConfig]:
     def preset() -> AutoencoderRunConfig:
         return AutoencoderRunConfig(
-            model=autoencoder_preset("official"),
+            # activation checkpointing: same function, 17 -> 5.5 GB peak at batch 1 (fp32, CPU)
+            model=replace(autoencoder_preset("official"), gradient_checkpointing=True),
             data=DataConfig(path="", layout=layout, resolution=256, frames=16, num_workers=4),
             train=TrainConfig(
                 max_steps=5_000 if gan else 85_000,
