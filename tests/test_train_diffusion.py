@@ -17,7 +17,7 @@ from pvdm.data import DataConfig, open_dataset, to_model_range
 from pvdm.diffusion.cache import LatentCache
 from pvdm.diffusion.pipeline import PVDMPipeline
 from pvdm.presets import AUTOENCODER_RUNS, DIFFUSION_RUNS
-from pvdm.train.seeding import mix_seed
+from pvdm.seeds import mix_seed
 
 
 @pytest.fixture(scope="module")

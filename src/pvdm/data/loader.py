@@ -17,7 +17,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from pvdm.data.dataset import ClipRequest, VideoDataset
-from pvdm.data.sampler import ClipSampler, mix_seed
+from pvdm.data.sampler import ClipSampler
+from pvdm.seeds import mix_seed
 
 _EVAL_TAG = 0xE7A1
 

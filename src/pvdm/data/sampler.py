@@ -20,15 +20,10 @@ from torch.utils.data import Sampler
 
 from pvdm.data.dataset import ClipRequest
 from pvdm.errors import ConfigError
+from pvdm.seeds import mix_seed
 
 _PERMUTATION_TAG = 0x9E37
 _CLIP_TAG = 0x7F4A
-
-
-def mix_seed(*values: int) -> int:
-    """A 63-bit seed mixed from integers (the same on every platform and process)."""
-    state = np.random.SeedSequence([int(v) for v in values]).generate_state(2, np.uint32)
-    return (int(state[0]) << 31) ^ int(state[1])
 
 
 class ClipSampler(Sampler):

@@ -30,7 +30,7 @@ from tqdm import tqdm
 from pvdm.atomic import atomic_path, atomic_write_text
 from pvdm.data import to_model_range
 from pvdm.errors import DataError
-from pvdm.train.seeding import mix_seed
+from pvdm.seeds import mix_seed
 
 log = logging.getLogger(__name__)
 

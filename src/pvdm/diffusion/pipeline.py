@@ -26,7 +26,7 @@ from pvdm.data import from_model_range, to_model_range
 from pvdm.diffusion.samplers import SAMPLERS, randn_like
 from pvdm.diffusion.schedule import NoiseSchedule
 from pvdm.errors import PvdmError
-from pvdm.train.seeding import mix_seed
+from pvdm.seeds import mix_seed
 
 log = logging.getLogger(__name__)
 

@@ -7,17 +7,12 @@ therefore draws exactly what the uninterrupted run drew at step k.
 
 from __future__ import annotations
 
-import hashlib
 import random
 
 import numpy as np
 import torch
 
-
-def mix_seed(*parts: int | str) -> int:
-    """A 63-bit seed that depends on every part (stable across runs, platforms and Python)."""
-    text = "/".join(str(p) for p in parts).encode()
-    return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "little") >> 1
+from pvdm.seeds import mix_seed
 
 
 def step_seed(seed: int, rank: int, step: int) -> int:

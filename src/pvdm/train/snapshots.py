@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from einops import rearrange
 
 from pvdm.train.checkpoint import RunFolder
 
@@ -84,8 +83,3 @@ def save_preview(
     write_video(path, side.cpu())
     monitor.add_video("reconstruction", side, step)
     return path
-
-
-def grid_of(video: torch.Tensor) -> torch.Tensor:
-    """[B, C, T, H, W] -> one row of videos side by side [C, T, H, B*W]."""
-    return rearrange(video, "b c t h w -> c t h (b w)")
