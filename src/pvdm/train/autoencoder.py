@@ -35,8 +35,8 @@ from pvdm.train.checkpoint import (
     save_training_state,
 )
 from pvdm.train.common import (
+    GuardedUpdate,
     autocast,
-    grad_norm,
     make_scaler,
     prepare_run,
     set_lr,
@@ -204,7 +204,10 @@ def train_autoencoder(
         tensorboard_dir=run.tensorboard if (info.is_main and tc.tensorboard) else None,
         desc="autoencoder",
     )
-    nonfinite_in_a_row = 0
+    params = list(model.parameters())
+    update = GuardedUpdate(
+        tc.max_nonfinite, run.checkpoints, "lower train.lr or use train.precision=fp32"
+    )
     eval_every = tc.eval_every or tc.checkpoint_every
     log.info(
         "training the autoencoder from step %d to %d on %s (%d process(es), batch %d x %d accum)",
@@ -291,28 +294,7 @@ def train_autoencoder(
                 for k, v in g_logs.items():
                     logs[k] = logs.get(k, 0.0) + v / tc.grad_accum
 
-            scaler.unscale_(opt)
-            norm = grad_norm(model.parameters())
-            if tc.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-            if math.isfinite(norm) and math.isfinite(logs["g_total"]):
-                scaler.step(opt)
-                nonfinite_in_a_row = 0
-            else:
-                nonfinite_in_a_row += 1
-                monitor.add({"skipped_nonfinite": 1.0})
-                log.warning(
-                    "step %d: non-finite loss or gradient; update skipped (%d in a row)",
-                    step,
-                    nonfinite_in_a_row,
-                )
-                if nonfinite_in_a_row >= tc.max_nonfinite:
-                    raise PvdmError(
-                        f"{nonfinite_in_a_row} non-finite steps in a row at step {step}; stopping. "
-                        f"The last good checkpoint is in {run.checkpoints}; lower train.lr or use "
-                        "train.precision=fp32."
-                    )
-            scaler.update()
+            norm = update(opt, scaler, params, tc.grad_clip, logs["g_total"], step, monitor)
             if gan:
                 d_scaler.unscale_(d_opt)
                 torch.nn.utils.clip_grad_norm_(discs.d2.parameters(), cfg.loss.disc_grad_clip)

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from pvdm.config import config_from_dict, config_to_dict, load_config, save_config
-from pvdm.errors import ConfigError
+from pvdm.errors import ConfigError, PvdmError
 from pvdm.train.checkpoint import RunFolder
 from pvdm.train.distributed import DistInfo
 
@@ -95,6 +95,54 @@ def grad_norm(params: Iterable[torch.nn.Parameter]) -> float:
         return 0.0
     norms = torch._foreach_norm(grads)
     return float(torch.linalg.vector_norm(torch.stack([n.float() for n in norms])))
+
+
+class GuardedUpdate:
+    """Unscale, clip and apply an optimizer update unless the loss or the gradient is not finite.
+
+    A skipped update is logged and counted (`skipped_nonfinite` in the stats); after
+    `max_in_a_row` skips in a row the run stops with one error naming the last good checkpoint.
+    """
+
+    def __init__(self, max_in_a_row: int, checkpoints: Path, hint: str):
+        self.max_in_a_row = max_in_a_row
+        self.checkpoints = checkpoints
+        self.hint = hint
+        self.in_a_row = 0
+
+    def __call__(
+        self,
+        opt: torch.optim.Optimizer,
+        scaler: torch.amp.GradScaler,
+        params: list[torch.nn.Parameter],
+        grad_clip: float | None,
+        loss: float,
+        step: int,
+        monitor: Any,
+    ) -> float:
+        """Apply the update of `step`; the gradient norm before clipping."""
+        scaler.unscale_(opt)
+        norm = grad_norm(params)
+        if grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(params, grad_clip)
+        if math.isfinite(norm) and math.isfinite(loss):
+            scaler.step(opt)
+            self.in_a_row = 0
+        else:
+            self.in_a_row += 1
+            monitor.add({"skipped_nonfinite": 1.0})
+            log.warning(
+                "step %d: non-finite loss or gradient; update skipped (%d in a row)",
+                step,
+                self.in_a_row,
+            )
+            if self.in_a_row >= self.max_in_a_row:
+                raise PvdmError(
+                    f"{self.in_a_row} non-finite steps in a row at step {step}; stopping. "
+                    f"The last good checkpoint is in {self.checkpoints}; {self.hint}."
+                )
+        scaler.update()
+        return norm
 
 
 def is_finite(value: float) -> bool:

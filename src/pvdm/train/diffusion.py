@@ -13,7 +13,6 @@ The loop order is the same as the autoencoder's: report, preview, save, stop if 
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,12 +25,12 @@ from pvdm.data import DataConfig, make_loader, open_dataset, to_model_range
 from pvdm.diffusion.cache import LatentCache, is_latent_cache
 from pvdm.diffusion.pipeline import PVDMPipeline, write_pipeline_file
 from pvdm.diffusion.schedule import DiffusionConfig, NoiseSchedule, diffusion_loss
-from pvdm.errors import ConfigError, PvdmError
+from pvdm.errors import ConfigError
 from pvdm.models import load_model
 from pvdm.models.latent import TriplaneLatent
 from pvdm.models.unet import TriplaneUNet, UNetConfig
 from pvdm.train.checkpoint import RunFolder, load_latest_training_state, save_training_state
-from pvdm.train.common import autocast, grad_norm, make_scaler, prepare_run, set_lr, warmup_lr
+from pvdm.train.common import GuardedUpdate, autocast, make_scaler, prepare_run, set_lr, warmup_lr
 from pvdm.train.config import TrainConfig
 from pvdm.train.distributed import broadcast_flag, init_distributed, local_batch_size
 from pvdm.train.ema import EMA
@@ -192,7 +191,8 @@ def train_diffusion(cfg: DiffusionRunConfig, outdir: str | Path) -> Path:
         tensorboard_dir=run.tensorboard if (info.is_main and tc.tensorboard) else None,
         desc="diffusion",
     )
-    nonfinite_in_a_row = 0
+    params = list(unet.parameters())
+    update = GuardedUpdate(tc.max_nonfinite, run.checkpoints, "lower train.lr")
     log.info(
         "training the diffusion model from step %d to %d on %s (%s latents, batch %d x %d accum)",
         step, tc.max_steps, device, "cached" if cached else "encoded", tc.batch_size, tc.grad_accum,
@@ -254,27 +254,7 @@ def train_diffusion(cfg: DiffusionRunConfig, outdir: str | Path) -> Path:
                         loss = diffusion_loss(eps, noise, dc.loss)
                     scaler.scale(loss / tc.grad_accum).backward()
                 total += loss.item() / tc.grad_accum
-            scaler.unscale_(opt)
-            norm = grad_norm(unet.parameters())
-            if tc.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(unet.parameters(), tc.grad_clip)
-            if math.isfinite(norm) and math.isfinite(total):
-                scaler.step(opt)
-                nonfinite_in_a_row = 0
-            else:
-                nonfinite_in_a_row += 1
-                monitor.add({"skipped_nonfinite": 1.0})
-                log.warning(
-                    "step %d: non-finite loss or gradient; update skipped (%d in a row)",
-                    step,
-                    nonfinite_in_a_row,
-                )
-                if nonfinite_in_a_row >= tc.max_nonfinite:
-                    raise PvdmError(
-                        f"{nonfinite_in_a_row} non-finite steps in a row at step {step}; stopping. "
-                        f"The last good checkpoint is in {run.checkpoints}; lower train.lr."
-                    )
-            scaler.update()
+            norm = update(opt, scaler, params, tc.grad_clip, total, step, monitor)
             step += 1
             if ema:
                 ema.maybe_update(unet, step)
