@@ -4,11 +4,12 @@ Each configuration runs the real training loop (`pvdm.train.autoencoder.train_au
 synthetic videos in a fresh child process: 2 x `--window` steps, the rate measured over the
 second window only (the first holds start-up, the step-0 evaluation and warm-up). Peak memory
 is the child's RSS high-water mark on CPU, `torch.cuda.max_memory_allocated` on CUDA. Phase 2
-turns the 2D/3D discriminators on from the first step and uses LPIPS with a VGG16 file of random
-weights in torchvision's format (same cost as the real one).
+turns the 2D/3D discriminators on from the first step. LPIPS (phase 2, and phase 1 of the paper
+presets) uses a VGG16 file of random weights in torchvision's format (same cost as the real one).
 
     python benchmarks/train_autoencoder.py                      # writes benchmarks/results/train_autoencoder.json
     python benchmarks/train_autoencoder.py --only 'debug-*'
+    python benchmarks/train_autoencoder.py --only 'official-*' --window 1 --out benchmarks/results/train_autoencoder_official.json
     python benchmarks/train_autoencoder.py --device cuda --precision bf16
 """
 
@@ -49,24 +50,24 @@ def child(config: dict, args: argparse.Namespace) -> dict:
         cfg = AUTOENCODER_RUNS[config["preset"]]()
         res, frames = cfg.model.resolution, cfg.model.frames
         overrides = [
-            "data.path=synthetic", f"data.resolution={res}", f"data.frames={frames}",
+            "data.path=synthetic", "data.layout=auto", f"data.resolution={res}", f"data.frames={frames}",
             f"data.synthetic_frames={max(2 * frames, 32)}", "data.synthetic_videos=32",
             "data.num_workers=0", f"train.batch_size={config['batch']}", "train.grad_accum=1",
             f"train.max_steps={2 * args.window}", f"train.log_every={args.window}",
             "train.eval_every=1000000", "train.checkpoint_every=1000000", "train.tensorboard=false",
             f"train.precision={args.precision}", f"train.device={args.device}", "loss.guard_clips=1",
         ]  # fmt: skip
-        if config["gan"]:
+        if config["gan"] or cfg.loss.perceptual_weight > 0:
+            # LPIPS with a VGG16 file of random weights in torchvision's format (same cost)
             from test_lpips_model import random_vgg16_state
 
             vgg = tmp / "vgg16-397923af.pth"
             torch.save(random_vgg16_state(), vgg)
             overrides += [
-                "loss.disc_start=0", "loss.perceptual_weight=4.0",
-                f"loss.vgg_weights={vgg}", f"loss.lpips_weights={LPIPS_FILE}",
+                "loss.perceptual_weight=4.0", f"loss.vgg_weights={vgg}",
+                f"loss.lpips_weights={LPIPS_FILE}",
             ]  # fmt: skip
-        else:
-            overrides += ["loss.disc_start=100000000"]
+        overrides += ["loss.disc_start=0" if config["gan"] else "loss.disc_start=100000000"]
         cfg = apply_overrides(cfg, overrides)
         if args.device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()
