@@ -24,28 +24,8 @@ import torch
 
 from pvdm.atomic import atomic_write_text
 from pvdm.metrics.fvd import i3d_features, load_i3d
-from pvdm.metrics.i3d import InceptionI3d
 from pvdm.models.lpips import LPIPS
 from pvdm.models.vgg import VGG16Features
-
-
-def random_i3d_state(seed: int = 0) -> dict[str, torch.Tensor]:
-    """A state dict with the exact `i3d_pretrained_400.pt` keys, shapes and random values."""
-    gen = torch.Generator().manual_seed(seed)
-    state = {}
-    for key, value in InceptionI3d().state_dict().items():
-        if key.endswith("num_batches_tracked"):
-            continue
-        if key.endswith("running_var"):
-            state[key] = torch.rand(value.shape, generator=gen) + 0.5
-        elif key.endswith("weight") and value.ndim == 5:
-            fan_in = value[0].numel()
-            state[key] = torch.randn(value.shape, generator=gen) * (2.0 / fan_in) ** 0.5
-        else:
-            state[key] = torch.randn(value.shape, generator=gen) * 0.1 + (
-                1.0 if key.endswith("bn.weight") else 0.0
-            )
-    return state
 
 
 def random_lpips(seed: int = 0) -> LPIPS:
@@ -83,6 +63,9 @@ def time_calls(fn, device: torch.device, repeats: int, warmup: int) -> list[floa
 
 def bench_i3d(args: argparse.Namespace, device: torch.device, batch: int) -> list[dict]:
     """Videos per second of `i3d_features` on uint8 videos, float32 and bfloat16 autocast."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from eval_helpers import random_i3d_state  # random weights in the real layout
+
     i3d = load_i3d(random_i3d_state(), device=device)
     shape = (batch, 3, args.frames, args.resolution, args.resolution)
     videos = torch.randint(0, 256, shape, dtype=torch.uint8).to(device)
