@@ -38,6 +38,7 @@ from pvdm.train.common import (
     GuardedUpdate,
     autocast,
     make_scaler,
+    no_sync_unless,
     prepare_run,
     set_lr,
     warmup_lr,
@@ -280,13 +281,13 @@ def train_autoencoder(
                 batch = next(loader)
                 x = to_model_range(batch["video"].to(device, non_blocking=True))
                 last = micro == tc.grad_accum - 1
-                with _maybe_no_sync(train_model, last):
+                with no_sync_unless(train_model, last):
                     with autocast(tc.precision, device):
                         xrec = train_model(x)
                         g_loss, g_logs = loss_fn.generator_loss(x, xrec, gan)
                     scaler.scale(g_loss / tc.grad_accum).backward()
                 if gan:
-                    with _maybe_no_sync(train_discs, last):
+                    with no_sync_unless(train_discs, last):
                         with autocast(tc.precision, device):
                             d_loss, d_2d, d_3d = train_discs(x, xrec)
                         d_scaler.scale(d_loss / tc.grad_accum).backward()
@@ -359,11 +360,3 @@ def _init_weights(model: TriplaneAutoencoder, path: str) -> None:
             f"unexpected {missing.unexpected_keys[:3]}): use the same model preset"
         )
     log.info("initialised the autoencoder from %s", path)
-
-
-def _maybe_no_sync(module: torch.nn.Module, sync: bool):
-    import contextlib
-
-    if isinstance(module, DDP) and not sync:
-        return module.no_sync()
-    return contextlib.nullcontext()

@@ -5,14 +5,16 @@ A run folder holds everything one training run writes:
     RUN/config.yaml          the fully resolved config
     RUN/log.txt              the log
     RUN/stats.jsonl          one JSON line per report
-    RUN/checkpoints/         training states state-<step>.pt (optimizer, scaler, EMA, step...)
+    RUN/checkpoints/         training states state-<step>.pt (optimizer, scaler, EMA, step...);
+                             an autoencoder run's held-out guard also keeps best.pt
     RUN/snapshots/           inference weights (safetensors + config) per saved step, and best/
     RUN/previews/            preview videos
-    RUN/tensorboard/         TensorBoard events (when tensorboard is installed)
+    RUN/tensorboard/         TensorBoard events (with train.tensorboard and tensorboard installed)
+    RUN/autoencoder/, RUN/pipeline.json   (diffusion runs) the autoencoder used and how to sample
 
 Training states are plain dicts of tensors and numbers saved with `torch.save` and loaded with
 `torch.load(weights_only=True)`; every write goes to a temporary name first and is renamed, so a
-crash mid-write never leaves a broken or half-new file. The last N states are kept.
+crash mid-write never leaves a broken or half-new file. The last N `state-*.pt` are kept.
 """
 
 from __future__ import annotations

@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
 
-from pvdm.config import config_from_dict, config_to_dict, load_config, save_config
+from pvdm.config import config_to_dict, load_config, save_config
 from pvdm.errors import ConfigError, PvdmError
 from pvdm.train.checkpoint import RunFolder
 from pvdm.train.distributed import DistInfo
@@ -68,11 +69,6 @@ def prepare_run(run: RunFolder, cfg: Any, info: DistInfo) -> None:
         logging.getLogger("pvdm").addHandler(handler)
         if logging.getLogger("pvdm").level == logging.NOTSET:
             logging.getLogger("pvdm").setLevel(logging.INFO)
-
-
-def copy_config(cls: type, cfg: Any) -> Any:
-    """A deep, validated copy of a config."""
-    return config_from_dict(cls, config_to_dict(cfg))
 
 
 def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
@@ -145,10 +141,6 @@ class GuardedUpdate:
         return norm
 
 
-def is_finite(value: float) -> bool:
-    return math.isfinite(value)
-
-
 def warmup_lr(base_lr: float, warmup_steps: int, step: int) -> float:
     """Linear warm-up from base_lr / warmup_steps to base_lr, then constant."""
     if warmup_steps <= 0 or step >= warmup_steps:
@@ -161,7 +153,8 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
         group["lr"] = lr
 
 
-def latest_snapshot(run_root: Path) -> Path | None:
-    """The newest `snapshots/step-*` folder of a run, or None."""
-    snaps = sorted((Path(run_root) / "snapshots").glob("step-*"))
-    return snaps[-1] if snaps else None
+def no_sync_unless(module: torch.nn.Module, sync: bool) -> contextlib.AbstractContextManager:
+    """DDP's `no_sync()` (no gradient all-reduce) on accumulation micro-batches before the last."""
+    if isinstance(module, DDP) and not sync:
+        return module.no_sync()
+    return contextlib.nullcontext()

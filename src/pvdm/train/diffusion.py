@@ -4,10 +4,11 @@ Each micro-batch is, with probability `cond_prob` (one coin per micro-batch, as 
 one per iteration), conditional: target = latent of the second half of a double-length clip,
 condition = latent of its first half; otherwise unconditional: target = a T-frame window at a
 random offset p in {0..T}, condition = zeros. Epsilon prediction, L2 loss, constant learning
-rate (optional warm-up), AdamW, EMA every 25 steps. Latents come from a latent cache
+rate (optional warm-up), AdamW, EMA every `train.ema_every` steps (25 in the paper presets). Latents come from a latent cache
 (`pvdm cache-latents`) or are encoded on the fly from videos.
 
-The loop order is the same as the autoencoder's: report, preview, save, stop if done, step.
+The loop order is the autoencoder's without its held-out evaluation: report, preview, save,
+stop if done, step.
 """
 
 from __future__ import annotations
@@ -30,7 +31,15 @@ from pvdm.models import load_model
 from pvdm.models.latent import TriplaneLatent
 from pvdm.models.unet import TriplaneUNet, UNetConfig
 from pvdm.train.checkpoint import RunFolder, load_latest_training_state, save_training_state
-from pvdm.train.common import GuardedUpdate, autocast, make_scaler, prepare_run, set_lr, warmup_lr
+from pvdm.train.common import (
+    GuardedUpdate,
+    autocast,
+    make_scaler,
+    no_sync_unless,
+    prepare_run,
+    set_lr,
+    warmup_lr,
+)
 from pvdm.train.config import TrainConfig
 from pvdm.train.distributed import broadcast_flag, init_distributed, local_batch_size
 from pvdm.train.ema import EMA
@@ -248,7 +257,7 @@ def train_diffusion(cfg: DiffusionRunConfig, outdir: str | Path) -> Path:
                 noise = torch.randn_like(x0)
                 xt = schedule.q_sample(x0, t, noise)
                 last = micro == tc.grad_accum - 1
-                with _no_sync(train_unet, last):
+                with no_sync_unless(train_unet, last):
                     with autocast(tc.precision, device):
                         eps = train_unet(_like(xt, z), t, cond=c, labels=labels).pack()
                         loss = diffusion_loss(eps, noise, dc.loss)
@@ -302,11 +311,3 @@ def _preview(run, step, unet, autoencoder, schedule, cfg, classes, monitor) -> N
     )
     write_video(run.previews / f"samples-{step:08d}.gif", videos)
     monitor.add_video("samples", videos, step)
-
-
-def _no_sync(module: torch.nn.Module, sync: bool):
-    import contextlib
-
-    if isinstance(module, DDP) and not sync:
-        return module.no_sync()
-    return contextlib.nullcontext()
