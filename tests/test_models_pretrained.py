@@ -135,3 +135,17 @@ def test_check_state_dict_reports_every_problem_at_once() -> None:
     assert "1 missing key(s): c" in message
     assert "1 unexpected key(s): d" in message
     assert "1 mis-shaped key(s): b (4, 3) (expected (3, 4))" in message
+
+
+def test_pipeline_round_trip_keeps_a_non_default_schedule(tmp_path) -> None:
+    from pvdm.diffusion.pipeline import PVDMPipeline
+    from pvdm.diffusion.schedule import NoiseSchedule
+    from pvdm.models.unet import TriplaneUNet, unet_preset
+
+    schedule = NoiseSchedule(num_timesteps=50, linear_start=0.001, linear_end=0.03)
+    ae = TriplaneAutoencoder(autoencoder_preset("debug")).eval()
+    pipe = PVDMPipeline(TriplaneUNet(unet_preset("debug")).eval(), ae, schedule, ["a", "b"])
+    loaded = PVDMPipeline.from_pretrained(pipe.save_pretrained(tmp_path / "pipe"))
+    assert loaded.schedule.num_timesteps == 50
+    assert torch.equal(loaded.schedule.betas, schedule.betas)
+    assert loaded.classes == ["a", "b"]

@@ -87,7 +87,13 @@ class PVDMPipeline:
         path = Path(path)
         self.autoencoder.save_pretrained(path / "autoencoder")
         self.unet.save_pretrained(path / "unet")
-        write_pipeline_file(path, "unet", "autoencoder", self.classes)
+        sched = self.schedule
+        schedule = dict(
+            num_timesteps=sched.num_timesteps,
+            linear_start=sched.linear_start,
+            linear_end=sched.linear_end,
+        )
+        write_pipeline_file(path, "unet", "autoencoder", self.classes, schedule=schedule)
         return path
 
     # ---- generation ----------------------------------------------------------------------
@@ -197,7 +203,8 @@ class PVDMPipeline:
                 )
                 video = self.decode(z)
                 pieces.append(video.cpu())
-                cond = self.encode(video) if reencode else z
+                if k + 1 < num_clips:  # the next clip's condition
+                    cond = self.encode(video) if reencode else z
                 bar.update(len(batch_seeds))
             out.append(torch.cat(pieces, dim=2)[:, :, :frames])
         bar.close()

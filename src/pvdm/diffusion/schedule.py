@@ -62,6 +62,7 @@ class NoiseSchedule:
             return torch.tensor(a, dtype=torch.float32)
 
         self.num_timesteps = num_timesteps
+        self.linear_start, self.linear_end = linear_start, linear_end
         self.betas = f32(betas)
         self.alphas_cumprod = f32(alphas_cumprod)
         self.sqrt_alphas_cumprod = f32(np.sqrt(alphas_cumprod))
