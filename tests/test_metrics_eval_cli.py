@@ -183,7 +183,9 @@ def test_isv_with_a_folder_of_fakes_needs_no_real_data(env, monkeypatch, tmp_pat
     assert code == 0, err
     (record,) = read_records(tmp_path / "metric-isv10_ucf.jsonl")
     assert set(record["results"]) == {"isv10_ucf", "isv10_ucf_std"}
-    assert record["results"]["isv10_ucf"] >= 1.0 and "±" in out
+    # 10 videos in the protocol's 10 splits: one video per split, whose KL to itself is 0
+    assert record["results"]["isv10_ucf"] == pytest.approx(1.0, abs=1e-6) and "±" in out
+    assert record["results"]["isv10_ucf_std"] == pytest.approx(0.0, abs=1e-6)
     assert record["protocol"]["resolution"] == 16 and record["num_real"] == 0
 
 
