@@ -208,7 +208,7 @@ def shrink(args: list[str], ws: Workspace) -> list[str]:
 
 def _init_model_overrides(path: Path) -> list[str]:
     from pvdm.models import read_header
-    from pvdm.train.snapshots import resolve_snapshot
+    from pvdm.runs import resolve_snapshot
 
     config = read_header(resolve_snapshot(path))["config"]
     return [

@@ -149,3 +149,23 @@ def test_pipeline_round_trip_keeps_a_non_default_schedule(tmp_path) -> None:
     assert loaded.schedule.num_timesteps == 50
     assert torch.equal(loaded.schedule.betas, schedule.betas)
     assert loaded.classes == ["a", "b"]
+
+
+def test_load_model_takes_a_run_folder(tmp_path, unet) -> None:
+    from pvdm.models.pretrained import MODEL_CLASSES
+    from pvdm.runs import snapshot_dir
+
+    assert {"autoencoder": TriplaneAutoencoder, "unet": TriplaneUNet} == MODEL_CLASSES
+    run = tmp_path / "run"
+    for step in (10, 20):
+        unet.save_pretrained(snapshot_dir(run, step), metadata={"step": step})
+    assert read_header(snapshot_dir(run, 20))["metadata"]["step"] == 20
+    newest = load_model(run)  # no best/: the newest step snapshot
+    assert torch.equal(newest.state_dict()["input_conv.weight"], unet.input_conv.weight)
+    other = TriplaneUNet(unet_preset("debug"))
+    other.save_pretrained(snapshot_dir(run, "best"))
+    best = load_model(run)
+    assert torch.equal(best.state_dict()["input_conv.weight"], other.input_conv.weight)
+    assert not torch.equal(best.state_dict()["input_conv.weight"], unet.input_conv.weight)
+    with pytest.raises(CheckpointError, match="no model weights"):
+        load_model(tmp_path / "empty")

@@ -192,9 +192,8 @@ def _cache_latents(ae_run: Path, ae_cfg, cache: Path, seed: int) -> None:
     from pvdm.data import open_dataset
     from pvdm.diffusion.cache import build_latent_cache
     from pvdm.models import load_model
-    from pvdm.train.snapshots import resolve_snapshot
 
-    autoencoder = load_model(resolve_snapshot(ae_run))
+    autoencoder = load_model(ae_run)
     frames = autoencoder.config.frames
     dataset = open_dataset(ae_cfg.data, clip_frames=2 * frames)
     with torch.no_grad():

@@ -136,9 +136,8 @@ def _load_pipeline(path: str, device):
 
 def _load_autoencoder(path: str, device):
     from pvdm.models import load_model
-    from pvdm.train.snapshots import resolve_snapshot
 
-    return load_model(resolve_snapshot(path)).to(device).eval()
+    return load_model(path).to(device).eval()
 
 
 def _notice(text: str, main: bool) -> None:
@@ -150,7 +149,7 @@ def _eval(args: argparse.Namespace) -> int:
     from pvdm.errors import ConfigError
     from pvdm.metrics.protocols import get_protocol
     from pvdm.metrics.results import append_record, format_table
-    from pvdm.train.distributed import init_distributed, shutdown_distributed
+    from pvdm.runtime import init_distributed, shutdown_distributed
 
     protocols = [get_protocol(n) for n in protocol_names(args.metrics)]
     if not protocols:

@@ -71,7 +71,7 @@ def _default_steps(sampler: str, steps: int | None) -> int:
 
 def _pipeline(args: argparse.Namespace):
     from pvdm.diffusion.pipeline import PVDMPipeline
-    from pvdm.train.distributed import resolve_device
+    from pvdm.runtime import resolve_device
 
     return PVDMPipeline.from_pretrained(args.model, device=resolve_device(args.device))
 
@@ -184,11 +184,10 @@ def _reconstruct(args: argparse.Namespace) -> int:
     from pvdm.errors import DataError, PvdmError
     from pvdm.metrics.recon import psnr, ssim
     from pvdm.models import load_model
-    from pvdm.train.distributed import resolve_device
-    from pvdm.train.snapshots import resolve_snapshot
+    from pvdm.runtime import resolve_device
 
     device = resolve_device(args.device)
-    ae = load_model(resolve_snapshot(args.autoencoder)).to(device).eval()
+    ae = load_model(args.autoencoder).to(device).eval()
     res, frames = ae.config.resolution, ae.config.frames
     source = Path(args.input)
     if source.is_file():

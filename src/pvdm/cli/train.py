@@ -97,11 +97,11 @@ def _cache_latents(args: argparse.Namespace) -> int:
     from pvdm.data import DataConfig, open_dataset
     from pvdm.diffusion.cache import build_latent_cache
     from pvdm.models import load_model
-    from pvdm.train.distributed import resolve_device
-    from pvdm.train.snapshots import resolve_snapshot
+    from pvdm.runs import resolve_snapshot
+    from pvdm.runtime import resolve_device
 
     device = resolve_device(args.device)
-    ae_path = resolve_snapshot(args.autoencoder)
+    ae_path = resolve_snapshot(args.autoencoder)  # recorded in the cache's manifest
     ae = load_model(ae_path).to(device)
     frames = ae.config.frames
     data = apply_overrides(

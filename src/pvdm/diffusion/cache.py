@@ -30,6 +30,7 @@ from tqdm import tqdm
 from pvdm.atomic import atomic_path, atomic_write_text
 from pvdm.data import to_model_range
 from pvdm.errors import DataError
+from pvdm.runtime import autocast
 from pvdm.seeds import mix_seed
 
 log = logging.getLogger(__name__)
@@ -70,8 +71,6 @@ def build_latent_cache(
     progress: bool = True,
 ) -> Path:
     """Encode `windows_per_video` double-length windows of every video into `out`."""
-    from pvdm.train.common import autocast
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     device = next(autoencoder.parameters()).device

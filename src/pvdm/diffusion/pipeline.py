@@ -26,6 +26,7 @@ from pvdm.data import from_model_range, to_model_range
 from pvdm.diffusion.samplers import SAMPLERS, randn_like
 from pvdm.diffusion.schedule import NoiseSchedule
 from pvdm.errors import PvdmError
+from pvdm.models import load_model
 from pvdm.seeds import mix_seed
 
 log = logging.getLogger(__name__)
@@ -63,14 +64,10 @@ class PVDMPipeline:
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu") -> PVDMPipeline:
         """Load a pipeline folder, a diffusion run folder, or a converted official checkpoint."""
-        from pvdm.models import load_model
-        from pvdm.train.snapshots import resolve_snapshot
-
         path = Path(path)
         if (path / PIPELINE_FILE).is_file():
             spec = json.loads((path / PIPELINE_FILE).read_text())
-            unet_path = resolve_snapshot(path / spec["unet"])
-            ae_path = resolve_snapshot(path / spec["autoencoder"])
+            unet_path, ae_path = path / spec["unet"], path / spec["autoencoder"]
             classes = spec.get("classes")
         else:
             raise PvdmError(

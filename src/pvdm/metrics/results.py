@@ -22,6 +22,7 @@ from typing import Any
 
 from pvdm import __version__
 from pvdm.metrics.protocols import Protocol
+from pvdm.runs import resolve_snapshot
 from pvdm.weights import file_sha256
 
 log = logging.getLogger(__name__)
@@ -139,8 +140,6 @@ def format_table(records: Sequence[Mapping[str, Any]]) -> str:
 
 
 def _weights_sha256(path: Path) -> str | None:
-    from pvdm.train.snapshots import resolve_snapshot
-
     target = resolve_snapshot(path)
     weights = target if target.is_file() else target / "model.safetensors"
     return file_sha256(weights) if weights.is_file() else None

@@ -10,7 +10,8 @@ self-describing through its metadata. Loading reads the header from the safetens
 a `config.json` that disagrees with it (e.g. a save interrupted between the two files) is an
 error. Every file is written atomically. In the spirit of diffusers:
 `Model.from_pretrained(path)`, `model.save_pretrained(path)`, and `load_model(path)` which
-picks the class from `model_type`.
+picks the class from `model_type` (each model class registers itself by defining it) and also
+accepts a training run folder (its best or newest snapshot, `pvdm.runs.resolve_snapshot`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from torch import nn
 from pvdm.atomic import atomic_path, atomic_write_text
 from pvdm.config import config_from_dict, config_to_dict
 from pvdm.errors import CheckpointError, ConfigError
+from pvdm.runs import resolve_snapshot
 
 FORMAT = "pvdm"
 FORMAT_VERSION = 1
@@ -37,6 +39,9 @@ WEIGHTS_NAME = "model.safetensors"
 METADATA_KEY = "pvdm"
 
 M = TypeVar("M", bound="PretrainedMixin")
+
+# model_type -> class, filled by PretrainedMixin.__init_subclass__
+MODEL_CLASSES: dict[str, type[PretrainedMixin]] = {}
 
 
 def _weights_path(path: Path) -> Path:
@@ -120,6 +125,14 @@ class PretrainedMixin:
     config_class: ClassVar[type]
     config: Any
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        model_type = cls.__dict__.get("model_type")
+        if model_type is not None:
+            if MODEL_CLASSES.get(model_type, cls) is not cls:
+                raise TypeError(f"model_type {model_type!r} is already taken")
+            MODEL_CLASSES[model_type] = cls
+
     def save_pretrained(
         self, path: str | Path, *, metadata: Mapping[str, Any] | None = None
     ) -> Path:
@@ -175,19 +188,13 @@ class PretrainedMixin:
         return model.eval()
 
 
-def _model_classes() -> dict[str, type[PretrainedMixin]]:
-    from pvdm.models.autoencoder import TriplaneAutoencoder
-    from pvdm.models.unet import TriplaneUNet
-
-    return {"autoencoder": TriplaneAutoencoder, "unet": TriplaneUNet}
-
-
 def load_model(path: str | Path, *, device: torch.device | str = "cpu") -> nn.Module:
-    """Load any pvdm model checkpoint, choosing the class from its `model_type`."""
+    """Load any pvdm model checkpoint or run folder, choosing the class from its `model_type`."""
+    path = resolve_snapshot(path)
     model_type = read_header(path).get("model_type")
-    classes = _model_classes()
-    if model_type not in classes:
+    if model_type not in MODEL_CLASSES:
         raise CheckpointError(
-            f"{path} holds an unknown model type '{model_type}' (known: {', '.join(classes)})"
+            f"{path} holds an unknown model type '{model_type}' "
+            f"(known: {', '.join(sorted(MODEL_CLASSES))})"
         )
-    return classes[model_type].from_pretrained(path, device=device)
+    return MODEL_CLASSES[model_type].from_pretrained(path, device=device)

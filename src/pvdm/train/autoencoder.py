@@ -27,6 +27,7 @@ from pvdm.data import DataConfig, eval_clips, make_loader, open_dataset, to_mode
 from pvdm.errors import ConfigError, PvdmError
 from pvdm.models import load_model
 from pvdm.models.autoencoder import AutoencoderConfig, TriplaneAutoencoder
+from pvdm.runtime import DistInfo, all_reduce_sum, any_rank, autocast, init_distributed
 from pvdm.train.ae_loss import AutoencoderLoss, AutoencoderLossConfig
 from pvdm.train.checkpoint import (
     RunFolder,
@@ -36,7 +37,6 @@ from pvdm.train.checkpoint import (
 )
 from pvdm.train.common import (
     GuardedUpdate,
-    autocast,
     make_scaler,
     no_sync_unless,
     prepare_run,
@@ -44,18 +44,12 @@ from pvdm.train.common import (
     warmup_lr,
 )
 from pvdm.train.config import TrainConfig
-from pvdm.train.distributed import (
-    DistInfo,
-    all_reduce_sum,
-    broadcast_flag,
-    init_distributed,
-    local_batch_size,
-)
+from pvdm.train.distributed import local_batch_size
 from pvdm.train.ema import EMA
 from pvdm.train.interrupt import StopRequest
 from pvdm.train.monitor import Monitor
 from pvdm.train.seeding import step_seed
-from pvdm.train.snapshots import resolve_snapshot, save_preview, save_snapshot
+from pvdm.train.snapshots import save_preview, save_snapshot
 
 log = logging.getLogger(__name__)
 
@@ -218,7 +212,7 @@ def train_autoencoder(
     with StopRequest() as stop:
         while True:
             done = step >= tc.max_steps
-            stopping = broadcast_flag(stop.requested, device)
+            stopping = any_rank(stop.requested, device)
 
             # report
             if step > monitor.last_step and (step % tc.log_every == 0 or done or stopping):
@@ -350,7 +344,7 @@ def _heldout_clips(data: DataConfig, train_set: Any, num: int, seed: int) -> tor
 
 def _init_weights(model: TriplaneAutoencoder, path: str) -> None:
     """Start from a snapshot or converted checkpoint (e.g. phase 1 weights for phase 2)."""
-    source = load_model(resolve_snapshot(path))
+    source = load_model(path)
     if not isinstance(source, TriplaneAutoencoder):
         raise PvdmError(f"--init {path} is not an autoencoder checkpoint")
     missing = model.load_state_dict(source.state_dict(), strict=False)

@@ -14,8 +14,19 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from pvdm.config import config_to_dict, load_config, save_config
 from pvdm.errors import ConfigError, PvdmError
+from pvdm.runtime import DistInfo, autocast
 from pvdm.train.checkpoint import RunFolder
-from pvdm.train.distributed import DistInfo
+
+__all__ = [
+    "GuardedUpdate",
+    "autocast",
+    "grad_norm",
+    "make_scaler",
+    "no_sync_unless",
+    "prepare_run",
+    "set_lr",
+    "warmup_lr",
+]
 
 log = logging.getLogger(__name__)
 
@@ -69,14 +80,6 @@ def prepare_run(run: RunFolder, cfg: Any, info: DistInfo) -> None:
         logging.getLogger("pvdm").addHandler(handler)
         if logging.getLogger("pvdm").level == logging.NOTSET:
             logging.getLogger("pvdm").setLevel(logging.INFO)
-
-
-def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
-    """Autocast for bf16/fp16, nothing for fp32."""
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def make_scaler(precision: str, device: torch.device) -> torch.amp.GradScaler:

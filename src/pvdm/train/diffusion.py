@@ -30,10 +30,10 @@ from pvdm.errors import ConfigError
 from pvdm.models import load_model
 from pvdm.models.latent import TriplaneLatent
 from pvdm.models.unet import TriplaneUNet, UNetConfig
+from pvdm.runtime import any_rank, autocast, init_distributed
 from pvdm.train.checkpoint import RunFolder, load_latest_training_state, save_training_state
 from pvdm.train.common import (
     GuardedUpdate,
-    autocast,
     make_scaler,
     no_sync_unless,
     prepare_run,
@@ -41,12 +41,12 @@ from pvdm.train.common import (
     warmup_lr,
 )
 from pvdm.train.config import TrainConfig
-from pvdm.train.distributed import broadcast_flag, init_distributed, local_batch_size
+from pvdm.train.distributed import local_batch_size
 from pvdm.train.ema import EMA
 from pvdm.train.interrupt import StopRequest
 from pvdm.train.monitor import Monitor
 from pvdm.train.seeding import step_seed
-from pvdm.train.snapshots import resolve_snapshot, save_snapshot
+from pvdm.train.snapshots import save_snapshot
 
 log = logging.getLogger(__name__)
 
@@ -134,8 +134,7 @@ def train_diffusion(cfg: DiffusionRunConfig, outdir: str | Path) -> Path:
     device = info.device
     local_batch = local_batch_size(tc.batch_size, info.world_size)
 
-    ae_path = resolve_snapshot(cfg.autoencoder)
-    autoencoder = load_model(ae_path).to(device).eval().requires_grad_(False)
+    autoencoder = load_model(cfg.autoencoder).to(device).eval().requires_grad_(False)
     if info.is_main and not (run.root / "autoencoder" / "config.json").is_file():
         # the run keeps its own copy, so `pvdm sample --model RUN` needs nothing else
         autoencoder.save_pretrained(run.root / "autoencoder")
@@ -210,7 +209,7 @@ def train_diffusion(cfg: DiffusionRunConfig, outdir: str | Path) -> Path:
     with StopRequest() as stop:
         while True:
             done = step >= tc.max_steps
-            stopping = broadcast_flag(stop.requested, device)
+            stopping = any_rank(stop.requested, device)
             if step > monitor.last_step and (step % tc.log_every == 0 or done or stopping):
                 monitor.report(step)
             if tc.preview_every and step % tc.preview_every == 0 and info.is_main:

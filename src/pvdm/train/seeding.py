@@ -7,28 +7,9 @@ therefore draws exactly what the uninterrupted run drew at step k.
 
 from __future__ import annotations
 
-import random
-
-import numpy as np
-import torch
-
 from pvdm.seeds import mix_seed
 
 
 def step_seed(seed: int, rank: int, step: int) -> int:
     """The seed of one training step on one rank."""
     return mix_seed("step", seed, rank, step)
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch (all devices) from one integer."""
-    random.seed(seed)
-    np.random.seed(seed % (2**32))
-    torch.manual_seed(seed)
-
-
-def generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
-    """A torch generator on `device` seeded with `seed`."""
-    g = torch.Generator(device=device)
-    g.manual_seed(seed)
-    return g

@@ -3,7 +3,8 @@
 A snapshot is a pretrained-model folder (`config.json` + `model.safetensors`, see
 pvdm.models.pretrained) holding the weights to use for inference: the EMA weights when the run
 keeps an EMA, else the raw ones. `snapshots/step-<step>/` per saved step (the newest
-`train.keep_snapshots` kept) and `snapshots/best/` for the best held-out evaluation.
+`train.keep_snapshots` kept) and `snapshots/best/` for the best held-out evaluation. Finding them again (`resolve_snapshot`)
+belongs to inference and lives in `pvdm.runs`.
 """
 
 from __future__ import annotations
@@ -15,14 +16,14 @@ from typing import Any
 
 import torch
 
+from pvdm.data import from_model_range, to_model_range, write_video
+from pvdm.runs import resolve_snapshot, snapshot_dir
+from pvdm.runtime import autocast
 from pvdm.train.checkpoint import RunFolder
 
+__all__ = ["resolve_snapshot", "save_preview", "save_snapshot", "snapshot_dir"]
+
 log = logging.getLogger(__name__)
-
-
-def snapshot_dir(run: RunFolder, name: int | str) -> Path:
-    """snapshots/step-<8 digits> for a step, snapshots/<name> otherwise."""
-    return run.snapshots / (f"step-{name:08d}" if isinstance(name, int) else name)
 
 
 def save_snapshot(
@@ -34,27 +35,12 @@ def save_snapshot(
     **metadata: Any,
 ) -> Path:
     """Save `model` as a pretrained folder; keep only the newest `keep` step snapshots (0 = all)."""
-    path = snapshot_dir(run, name)
+    path = snapshot_dir(run.root, name)
     model.save_pretrained(path, metadata={"step": step, **metadata})
     if keep > 0:
         steps = sorted(run.snapshots.glob("step-*"))
         for old in steps[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
-    return path
-
-
-def resolve_snapshot(path: str | Path) -> Path:
-    """A model path for inference: a pretrained folder or file as is; for a run folder (or its
-    snapshots/ folder, which a diffusion run's pipeline.json names), its best snapshot if it has
-    one, else its newest step snapshot."""
-    path = Path(path)
-    snaps = path if path.name == "snapshots" else path / "snapshots"
-    if snaps.is_dir():
-        if (snaps / "best" / "config.json").is_file():
-            return snaps / "best"
-        steps = sorted(p for p in snaps.glob("step-*") if (p / "config.json").is_file())
-        if steps:
-            return steps[-1]
     return path
 
 
@@ -68,9 +54,6 @@ def save_preview(
     precision: str,
 ) -> Path:
     """Real (left) next to reconstructed (right) clips as a GIF, also sent to TensorBoard."""
-    from pvdm.data import from_model_range, to_model_range, write_video
-    from pvdm.train.common import autocast
-
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
