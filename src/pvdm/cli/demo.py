@@ -25,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from pvdm.demo import DemoInterrupted, run_demo
+    from pvdm.demo.run import DemoInterrupted, run_demo
 
     if args.minutes <= 0:
         from pvdm.errors import ConfigError

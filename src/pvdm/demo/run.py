@@ -165,12 +165,12 @@ def run_demo(
         _finish(out, state, "diffusion", stage_start)
 
     stage_start = time.perf_counter()
-    from pvdm.demo_outputs import evaluate_and_generate
+    from pvdm.demo.outputs import evaluate_and_generate
 
     state.metrics = evaluate_and_generate(out, ae_run, dm_run, ae_cfg, seed=seed, i3d=i3d)
     _finish(out, state, "generation", stage_start)
 
-    from pvdm.report import write_report
+    from pvdm.demo.report import write_report
 
     report = write_report(
         out,
