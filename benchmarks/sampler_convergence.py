@@ -47,7 +47,7 @@ def main() -> None:
 
     from pvdm.diffusion.cache import LatentCache
     from pvdm.diffusion.pipeline import PVDMPipeline
-    from pvdm.diffusion.samplers import SAMPLERS
+    from pvdm.diffusion.samplers import SAMPLERS, make_denoiser
     from pvdm.metrics import frechet_distance
 
     pipe = PVDMPipeline.from_pretrained(args.model)
@@ -57,6 +57,8 @@ def main() -> None:
     real = LatentCache(cache)
     real_latents = torch.cat([real.tensors["target"], real.tensors["uncond"]]).float().flatten(1)
 
+    denoiser = make_denoiser(pipe.unet)
+
     def sample(
         sampler: str, steps: int, eta: float, clip: bool, num: int
     ) -> tuple[torch.Tensor, float]:
@@ -65,8 +67,8 @@ def main() -> None:
             seeds = list(range(i, min(i + args.batch_size, num)))
             gens = [torch.Generator().manual_seed(10_000 + s) for s in seeds]
             z = SAMPLERS[sampler](
-                pipe.unet, pipe._noise(seeds, 0), steps, eta=eta, generator=gens,
-                schedule=pipe.schedule, clip_x0=clip,
+                denoiser, pipe._noise(seeds, 0), pipe.schedule, steps, eta=eta, generator=gens,
+                clip_x0=clip,
             )  # fmt: skip
             out.append(z.pack())
         return torch.cat(out), time.perf_counter() - start

@@ -11,10 +11,12 @@ import torch
 import yaml
 
 from pvdm.cli import main
-from pvdm.convert import latent_from_official, latent_to_official
 from pvdm.models import TriplaneAutoencoder, TriplaneUNet, load_model
+from pvdm.models.latent import LatentShape, TriplaneLatent
 
 GOLDEN = Path(__file__).resolve().parents[1] / ".." / "shared" / "golden" / "official"
+
+UNET_LATENT = LatentShape(4, 16, 32, 32)  # the golden files' latents (C, T', H', W')
 
 
 def _golden(name: str) -> dict[str, torch.Tensor]:
@@ -67,9 +69,9 @@ def test_converts_official_checkpoints_and_yaml_configs(tmp_path, capsys) -> Non
     unet = load_model(tmp_path / "out" / "unet")
     assert isinstance(ae, TriplaneAutoencoder) and isinstance(unet, TriplaneUNet)
     with torch.no_grad():
-        latent = latent_to_official(ae.encode(ae_golden["input.video"]))
-        x = latent_from_official(unet_golden["input.latent"], frames=16, height=32, width=32)
-        eps = latent_to_official(unet(x, unet_golden["input.timesteps"]))
+        latent = ae.encode(ae_golden["input.video"]).pack()
+        x = TriplaneLatent.unpack(unet_golden["input.latent"], UNET_LATENT)
+        eps = unet(x, unet_golden["input.timesteps"]).pack()
     for ours, ref in (
         (latent, ae_golden["output.latent"]),
         (eps, unet_golden["output.eps_uncond"]),

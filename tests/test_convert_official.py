@@ -15,8 +15,6 @@ from pvdm.convert import (
     OFFICIAL_UNET_CONFIG,
     autoencoder_config_from_official,
     autoencoder_state_to_official,
-    latent_from_official,
-    latent_to_official,
     load_official_pth,
     official_autoencoder,
     official_unet,
@@ -25,9 +23,13 @@ from pvdm.convert import (
 )
 from pvdm.errors import CheckpointError, ConfigError
 from pvdm.models import autoencoder_preset, unet_preset
+from pvdm.models.latent import LatentShape, TriplaneLatent
 
 GOLDEN = Path(__file__).resolve().parents[1] / ".." / "shared" / "golden" / "official"
 TOLERANCE = 1e-5  # relative L2 error, see the golden README
+
+UNET_LATENT = LatentShape(4, 16, 32, 32)  # the golden files' latents (C, T', H', W')
+AE_LATENT = LatentShape(4, 16, 8, 8)
 
 
 def _golden(name: str) -> dict[str, torch.Tensor]:
@@ -79,8 +81,8 @@ def test_autoencoder_matches_official(ae_golden) -> None:
     assert not model.training
     video = golden["input.video"]
     with torch.no_grad():
-        latent = latent_to_official(model.encode(video))
-        z = latent_from_official(golden["output.latent"], frames=16, height=8, width=8)
+        latent = model.encode(video).pack()
+        z = TriplaneLatent.unpack(golden["output.latent"], AE_LATENT)
         recon = rearrange(model.decode(z), "b c t h w -> (b t) c h w")
         forward = rearrange(model(video), "b c t h w -> (b t) c h w")
     errors = {
@@ -94,12 +96,12 @@ def test_autoencoder_matches_official(ae_golden) -> None:
 
 def test_unet_matches_official(unet_golden) -> None:
     model, golden = unet_golden
-    x = latent_from_official(golden["input.latent"], frames=16, height=32, width=32)
-    cond = latent_from_official(golden["input.cond"], frames=16, height=32, width=32)
+    x = TriplaneLatent.unpack(golden["input.latent"], UNET_LATENT)
+    cond = TriplaneLatent.unpack(golden["input.cond"], UNET_LATENT)
     t = golden["input.timesteps"]
     with torch.no_grad():
-        uncond = latent_to_official(model(x, t, cond=None))
-        conditional = latent_to_official(model(x, t, cond=cond))
+        uncond = model(x, t, cond=None).pack()
+        conditional = model(x, t, cond=cond).pack()
     errors = {
         "eps_uncond": rel_error(uncond, golden["output.eps_uncond"]),
         "eps_cond": rel_error(conditional, golden["output.eps_cond"]),

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from pvdm.diffusion.samplers import ddim_sample
+from pvdm.diffusion import ddim_sample, make_denoiser
 from pvdm.diffusion.schedule import NoiseSchedule, diffusion_loss
 
 GOLDEN = Path(__file__).resolve().parents[1] / ".." / "shared" / "golden" / "official"
@@ -21,7 +21,10 @@ def golden():
         pytest.skip(f"golden file absent: {path}")
     from safetensors.torch import load_file
 
-    from pvdm.convert import latent_from_official, official_unet
+    from pvdm.convert import official_unet
+    from pvdm.models.latent import LatentShape, TriplaneLatent
+
+    shape = LatentShape(4, 16, 32, 32)
 
     tensors = load_file(path)
     state = {
@@ -31,7 +34,7 @@ def golden():
     unet = official_unet(state, config)
 
     def latent(flat):
-        return latent_from_official(flat, frames=16, height=32, width=32)
+        return TriplaneLatent.unpack(flat, shape)
 
     return tensors, unet, latent
 
@@ -49,13 +52,12 @@ def test_training_loss_matches_official(golden) -> None:
     with torch.no_grad():
         xt = schedule.q_sample(x0, t, noise)
         eps = unet(latent(xt), t, cond=latent(tensors["input.cond"]))
-        loss = diffusion_loss(eps.to_official(), noise)
+        loss = diffusion_loss(eps.pack(), noise)
     assert abs(loss.item() - tensors["loss.value"].item()) / tensors["loss.value"].item() < 1e-5
 
 
 def test_ddim_four_steps_matches_official(golden) -> None:
     tensors, unet, latent = golden
-    out = ddim_sample(
-        unet, latent(tensors["ddim.x_T"]), 4, eta=0.0, cond=latent(tensors["input.cond"])
-    )
-    assert _rel(out.to_official(), tensors["ddim.sample_4steps_eta0_cond"]) < 1e-5
+    denoiser = make_denoiser(unet, cond=latent(tensors["input.cond"]))
+    out = ddim_sample(denoiser, latent(tensors["ddim.x_T"]), NoiseSchedule(), 4, eta=0.0)
+    assert _rel(out.pack(), tensors["ddim.sample_4steps_eta0_cond"]) < 1e-5

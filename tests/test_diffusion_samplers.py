@@ -17,6 +17,7 @@ from pvdm.diffusion.samplers import (
 )
 from pvdm.diffusion.schedule import NoiseSchedule, diffusion_loss
 
+S = NoiseSchedule()
 GOLDEN = Path(__file__).resolve().parents[1] / ".." / "shared" / "golden" / "official"
 
 
@@ -50,13 +51,13 @@ def test_ddim_uses_the_official_time_grid(monkeypatch) -> None:
         seen.append(int(t[0]))
         return torch.zeros_like(x)
 
-    ddim_sample(model, torch.randn(1, 2, 3), 4)
+    ddim_sample(model, torch.randn(1, 2, 3), NoiseSchedule(), 4)
     assert seen == [999, 749, 499, 249]
     seen.clear()
-    ddim_sample(model, torch.randn(1, 2, 3), 100)
+    ddim_sample(model, torch.randn(1, 2, 3), NoiseSchedule(), 100)
     assert seen[:3] == [999, 989, 979] and seen[-1] == 9
     seen.clear()
-    ddim_sample(model, torch.randn(1, 2, 3), 400)
+    ddim_sample(model, torch.randn(1, 2, 3), NoiseSchedule(), 400)
     assert seen[:3] == [999, 996, 994] and seen[-1] == 1
 
 
@@ -64,7 +65,7 @@ def test_ddim_with_zero_noise_prediction_returns_clamped_x0() -> None:
     # eps = 0: the first x0 is x_T / sqrt(acp_999); later steps keep x0 fixed
     s = NoiseSchedule()
     x_t = torch.full((1, 1, 4), 0.005)
-    out = ddim_sample(lambda x, t, cond=None: torch.zeros_like(x), x_t, 4)
+    out = ddim_sample(lambda x, t: torch.zeros_like(x), x_t, s, 4, eta=0.0)
     expected = (x_t / s.sqrt_alphas_cumprod[-1]).clamp(-1, 1)
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
 
@@ -75,7 +76,7 @@ def test_dpm_solver_matches_diffusers() -> None:
     sched = NoiseSchedule()
     for steps in (5, 20):
         noise = torch.randn(2, 3, 8, generator=torch.Generator().manual_seed(steps))
-        ours = dpm_solver_sample(model, noise, steps)
+        ours = dpm_solver_sample(model, noise, sched, steps)
         ref = diffusers.DPMSolverMultistepScheduler(
             num_train_timesteps=1000,
             trained_betas=sched.betas.double().numpy(),
@@ -101,10 +102,15 @@ def test_samples_do_not_depend_on_batch_composition(sampler) -> None:
         [randn_like(torch.empty(1, 3, 8), torch.Generator().manual_seed(s)) for s in seeds]
     )
     gens = [torch.Generator().manual_seed(100 + s) for s in seeds]
-    batch = sampler(model, noise, 10, eta=1.0, generator=gens)
+    batch = sampler(model, noise, NoiseSchedule(), 10, eta=1.0, generator=gens)
     for i, s in enumerate(seeds):
         single = sampler(
-            model, noise[i : i + 1], 10, eta=1.0, generator=[torch.Generator().manual_seed(100 + s)]
+            model,
+            noise[i : i + 1],
+            NoiseSchedule(),
+            10,
+            eta=1.0,
+            generator=[torch.Generator().manual_seed(100 + s)],
         )
         torch.testing.assert_close(single, batch[i : i + 1], rtol=1e-6, atol=1e-6)
 
@@ -117,10 +123,10 @@ def test_ddpm_runs_every_step_and_refuses_fewer() -> None:
         return torch.zeros_like(x)
 
     g = torch.Generator().manual_seed(0)
-    out = ddpm_sample(model, torch.randn(1, 1, 4), generator=g)
+    out = ddpm_sample(model, torch.randn(1, 1, 4), NoiseSchedule(), generator=g)
     assert calls == list(range(999, -1, -1)) and out.abs().max() <= 1.0
     with pytest.raises(ValueError, match="all 1000 steps"):
-        ddpm_sample(model, torch.randn(1, 1, 4), 50)
+        ddpm_sample(model, torch.randn(1, 1, 4), NoiseSchedule(), 50)
 
 
 def test_ddpm_recovers_a_point_mass() -> None:
@@ -129,14 +135,14 @@ def test_ddpm_recovers_a_point_mass() -> None:
     target = torch.tensor([[[0.3, -0.5, 0.8]]])
 
     def model(x, t, cond=None):
-        a = s.at("sqrt_alphas_cumprod", t, x.ndim)
-        b = s.at("sqrt_one_minus_alphas_cumprod", t, x.ndim)
+        a = s.at("sqrt_alphas_cumprod", t, x)
+        b = s.at("sqrt_one_minus_alphas_cumprod", t, x)
         return (x - a * target) / b
 
     g = torch.Generator().manual_seed(0)
-    out = ddpm_sample(model, torch.randn(1, 1, 3, generator=g), generator=g)
+    out = ddpm_sample(model, torch.randn(1, 1, 3, generator=g), s, generator=g)
     torch.testing.assert_close(out, target, rtol=0, atol=1e-4)
-    out = dpm_solver_sample(model, torch.randn(1, 1, 3, generator=g), 10)
+    out = dpm_solver_sample(model, torch.randn(1, 1, 3, generator=g), s, 10)
     torch.testing.assert_close(out, target, rtol=0, atol=1e-4)
 
 
@@ -145,3 +151,23 @@ def test_loss_is_mean_over_positions_then_batch() -> None:
     noise = torch.zeros_like(eps)
     assert diffusion_loss(eps, noise, "l2").item() == pytest.approx((1.0 + 2.0) / 2)
     assert diffusion_loss(eps, noise, "l1").item() == pytest.approx((1.0 + 1.0) / 2)
+
+
+def test_samplers_share_one_signature_and_the_defaults() -> None:
+    import inspect
+
+    from pvdm.diffusion import DEFAULT_ETA, DEFAULT_STEPS, SAMPLERS, PVDMPipeline
+
+    names = None
+    for fn in SAMPLERS.values():
+        params = inspect.signature(fn).parameters
+        names = names or list(params)
+        assert list(params) == names
+        assert params["eta"].default == DEFAULT_ETA
+    assert names[:4] == ["denoiser", "noise", "schedule", "steps"]
+    for method in (PVDMPipeline.__call__, PVDMPipeline.sample_latents):
+        params = inspect.signature(method).parameters
+        assert params["eta"].default == DEFAULT_ETA and params["steps"].default is None
+    seen = []
+    ddim_sample(lambda x, t: seen.append(1) or torch.zeros_like(x), torch.zeros(1, 1, 2), S)
+    assert len(seen) == DEFAULT_STEPS["ddim"]

@@ -2,7 +2,7 @@
 
     ae = official_autoencoder(state_dict, ddconfig, embed_dim)   # official ViTAutoencoder keys
     unet = official_unet(state_dict, unet_config)                # official DiffusionWrapper keys
-    flat = latent_to_official(z); z = latent_from_official(flat, frames=T, height=H, width=W)
+    flat = z.pack(); z = TriplaneLatent.unpack(flat, shape)      # official flat latents
 
 `ddconfig` / `unet_config` are the official YAML blocks as dicts; fields the official code
 ignores are ignored here too. Parameter names are translated by `autoencoder_key_to_official`
@@ -28,7 +28,6 @@ from torch import Tensor
 
 from pvdm.errors import CheckpointError, ConfigError
 from pvdm.models.autoencoder import AutoencoderConfig, TriplaneAutoencoder
-from pvdm.models.latent import TriplaneLatent
 from pvdm.models.pretrained import check_state_dict, load_state_dict_strict
 from pvdm.models.unet import TriplaneUNet, UNetConfig, block_plan
 
@@ -307,16 +306,6 @@ def official_unet(state_dict: Mapping[str, Tensor], unet_config: Mapping[str, An
     )
     load_state_dict_strict(model, ours, "converted UNet state dict")
     return model.eval()
-
-
-def latent_to_official(z: TriplaneLatent) -> Tensor:
-    """The official flat latent [B, C, H'W' + T'W' + T'H'] (planes hw, tw, th)."""
-    return z.to_official()
-
-
-def latent_from_official(flat: Tensor, *, frames: int, height: int, width: int) -> TriplaneLatent:
-    """Planes from an official flat latent, for T' = frames, H' = height, W' = width."""
-    return TriplaneLatent.from_official(flat, frames, height, width)
 
 
 def _strip_module_prefix(state: Mapping[str, Tensor]) -> Mapping[str, Tensor]:

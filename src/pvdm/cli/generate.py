@@ -17,7 +17,7 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
         help="ddim (official strided DDIM), ddpm (1000-step ancestral), dpm (DPM-Solver++ 2M)",
     )
     p.add_argument("--steps", type=int, help="sampler steps (default: ddim 100, dpm 20, ddpm 1000)")
-    p.add_argument("--eta", type=float, default=1.0, help="DDIM eta (official: 1.0)")
+    p.add_argument("--eta", type=float, help="DDIM eta (default: the official 1.0)")
     p.add_argument("--guidance", type=float, default=0.0, help="official frame guidance w")
     p.add_argument("--seed", type=int, default=0, help="sample i uses seed + i")
     p.add_argument("--batch-size", type=int, default=8)
@@ -65,8 +65,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_reconstruct)
 
 
-def _default_steps(sampler: str, steps: int | None) -> int:
-    return steps if steps is not None else {"ddim": 100, "dpm": 20, "ddpm": 1000}[sampler]
+def _sampler_settings(args: argparse.Namespace) -> tuple[int, float]:
+    """(steps, eta) as given, else the samplers' defaults (`pvdm.diffusion.samplers`)."""
+    from pvdm.diffusion.samplers import DEFAULT_ETA, DEFAULT_STEPS
+
+    steps = args.steps if args.steps is not None else DEFAULT_STEPS[args.sampler]
+    return steps, args.eta if args.eta is not None else DEFAULT_ETA
 
 
 def _pipeline(args: argparse.Namespace):
@@ -80,7 +84,7 @@ def _sample(args: argparse.Namespace) -> int:
     from pvdm.diffusion.outputs import write_samples
 
     pipe = _pipeline(args)
-    steps = _default_steps(args.sampler, args.steps)
+    steps, eta = _sampler_settings(args)
     videos = pipe(
         args.num,
         args.frames,
@@ -88,7 +92,7 @@ def _sample(args: argparse.Namespace) -> int:
         labels=[args.label] if args.label is not None else None,
         sampler=args.sampler,
         steps=steps,
-        eta=args.eta,
+        eta=eta,
         guidance=args.guidance,
         class_guidance=args.class_guidance,
         reencode=not args.latent_pass_through,
@@ -101,7 +105,7 @@ def _sample(args: argparse.Namespace) -> int:
         "frames": videos.shape[2],
         "sampler": args.sampler,
         "steps": steps,
-        "eta": args.eta,
+        "eta": eta,
         "guidance": args.guidance,
         "class": args.label,
         "class_guidance": args.class_guidance,
@@ -126,14 +130,14 @@ def _continue(args: argparse.Namespace) -> int:
         raise DataError(
             f"{args.video} has {video.shape[1]} frames; continuing needs at least {clip}"
         )
-    steps = _default_steps(args.sampler, args.steps)
+    steps, eta = _sampler_settings(args)
     generated = pipe(
         args.num,
         args.frames,
         seed=args.seed,
         sampler=args.sampler,
         steps=steps,
-        eta=args.eta,
+        eta=eta,
         guidance=args.guidance,
         reencode=not args.latent_pass_through,
         batch_size=args.batch_size,
@@ -149,7 +153,7 @@ def _continue(args: argparse.Namespace) -> int:
         "generated_frames": generated.shape[2],
         "sampler": args.sampler,
         "steps": steps,
-        "eta": args.eta,
+        "eta": eta,
         "seeds": [args.seed + i for i in range(args.num)],
     }
     write_samples(args.out, full, settings, fps=args.fps)

@@ -1,0 +1,27 @@
+"""PVDM's latent diffusion: noise schedule and loss, samplers, latent cache and the pipeline."""
+
+from pvdm.diffusion.pipeline import PVDMPipeline
+from pvdm.diffusion.samplers import (
+    DEFAULT_ETA,
+    DEFAULT_STEPS,
+    SAMPLERS,
+    ddim_sample,
+    ddpm_sample,
+    dpm_solver_sample,
+    make_denoiser,
+)
+from pvdm.diffusion.schedule import DiffusionConfig, NoiseSchedule, diffusion_loss
+
+__all__ = [
+    "DEFAULT_ETA",
+    "DEFAULT_STEPS",
+    "SAMPLERS",
+    "DiffusionConfig",
+    "NoiseSchedule",
+    "PVDMPipeline",
+    "ddim_sample",
+    "ddpm_sample",
+    "diffusion_loss",
+    "dpm_solver_sample",
+    "make_denoiser",
+]

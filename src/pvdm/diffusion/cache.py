@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,7 @@ from tqdm import tqdm
 from pvdm.atomic import atomic_path, atomic_write_text
 from pvdm.data import to_model_range
 from pvdm.errors import DataError
+from pvdm.models.latent import LatentShape, TriplaneLatent
 from pvdm.runtime import autocast
 from pvdm.seeds import mix_seed
 
@@ -37,16 +37,6 @@ log = logging.getLogger(__name__)
 
 CACHE_FORMAT_VERSION = 1
 _KINDS = ("prev", "target", "uncond")
-
-
-@dataclass(frozen=True)
-class LatentGeometry:
-    """The latent shape one cached entry unpacks to."""
-
-    channels: int
-    frames: int
-    height: int
-    width: int
 
 
 def is_latent_cache(path: str | Path) -> bool:
@@ -80,7 +70,7 @@ def build_latent_cache(
     ]  # fmt: skip
     buffers: dict[str, list[torch.Tensor]] = {k: [] for k in (*_KINDS, "label", "video")}
     shards: list[dict[str, Any]] = []
-    geometry: LatentGeometry | None = None
+    shape: LatentShape | None = None
 
     def flush() -> None:
         if not buffers["label"]:
@@ -114,9 +104,9 @@ def build_latent_cache(
         x = to_model_range(torch.cat(clips).to(device))  # [3B, C, T, H, W]: prev, target, uncond
         with autocast(precision, device):
             z = autoencoder.encode(x)
-        if geometry is None:
-            geometry = LatentGeometry(z.hw.shape[1], z.tw.shape[2], z.th.shape[3], z.tw.shape[3])
-        packed = z.pack().float().reshape(len(chunk), 3, *z.pack().shape[1:]).to(dtype).cpu()
+        shape = z.shape
+        packed = z.pack().float()  # [3B, C, N]
+        packed = packed.reshape(len(chunk), 3, *packed.shape[1:]).to(dtype).cpu()
         for k, kind in enumerate(_KINDS):
             buffers[kind].append(packed[:, k])
         buffers["label"].append(torch.tensor(labels, dtype=torch.int64))
@@ -124,12 +114,12 @@ def build_latent_cache(
         if sum(len(b) for b in buffers["label"]) >= shard_size:
             flush()
     flush()
-    if geometry is None:
+    if shape is None:
         raise DataError("no video to cache")
     manifest = {
         "format": "pvdm-latent-cache",
         "format_version": CACHE_FORMAT_VERSION,
-        "geometry": geometry.__dict__,
+        "geometry": shape._asdict(),  # the LatentShape every entry unpacks to
         "frames": frames,
         "windows_per_video": windows_per_video,
         "seed": seed,
@@ -146,7 +136,8 @@ def build_latent_cache(
 
 
 class LatentCache(torch.utils.data.Dataset):
-    """A latent cache loaded into memory: entry i -> dict of packed latents and the label."""
+    """A latent cache loaded into memory: entry i -> dict of packed latents and the label;
+    `latents(batch, kind)` unpacks them to `TriplaneLatent`s of `shape`."""
 
     def __init__(self, path: str | Path):
         path = Path(path)
@@ -159,7 +150,7 @@ class LatentCache(torch.utils.data.Dataset):
             raise DataError(
                 f"{path}: unsupported cache format version {self.manifest.get('format_version')}"
             )
-        self.geometry = LatentGeometry(**self.manifest["geometry"])
+        self.shape = LatentShape(**self.manifest["geometry"])
         parts: dict[str, list[torch.Tensor]] = {}
         for shard in self.manifest["shards"]:
             for k, v in load_file(str(path / shard["file"])).items():
@@ -179,3 +170,7 @@ class LatentCache(torch.utils.data.Dataset):
         for k in _KINDS:
             out[k] = out[k].float()
         return out
+
+    def latents(self, batch: dict[str, torch.Tensor], kind: str) -> TriplaneLatent:
+        """The `kind` ("prev", "target" or "uncond") latents of a `batch()` as planes."""
+        return TriplaneLatent.unpack(batch[kind], self.shape)

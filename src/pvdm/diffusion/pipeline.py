@@ -23,10 +23,11 @@ from tqdm import tqdm
 
 from pvdm.atomic import atomic_write_text
 from pvdm.data import from_model_range, to_model_range
-from pvdm.diffusion.samplers import SAMPLERS, randn_like
+from pvdm.diffusion.samplers import DEFAULT_ETA, DEFAULT_STEPS, SAMPLERS, make_denoiser
 from pvdm.diffusion.schedule import NoiseSchedule
 from pvdm.errors import PvdmError
-from pvdm.models import load_model
+from pvdm.models import TriplaneLatent, load_model, randn_latent
+from pvdm.runtime import generator
 from pvdm.seeds import mix_seed
 
 log = logging.getLogger(__name__)
@@ -94,14 +95,9 @@ class PVDMPipeline:
         return path
 
     # ---- generation ----------------------------------------------------------------------
-    def _noise(self, seeds: Sequence[int], clip: int) -> Any:
-        from pvdm.models.latent import TriplaneLatent
-
-        shape = self.autoencoder.latent_shape()
-        packed = torch.empty(1, shape.channels, shape.num_tokens, device=self.device)
-        gens = [_gen(mix_seed("noise", s, clip), self.device) for s in seeds]
-        noise = torch.cat([randn_like(packed, g) for g in gens])
-        return TriplaneLatent.unpack(noise, shape.frames, shape.height, shape.width)
+    def _noise(self, seeds: Sequence[int], clip: int) -> TriplaneLatent:
+        gens = [generator(mix_seed("noise", s, clip), self.device) for s in seeds]
+        return randn_latent(len(seeds), self.autoencoder.latent_shape(), gens, self.device)
 
     def label_ids(self, labels: Sequence[str | int] | None, num: int) -> torch.Tensor | None:
         """Class names or indices as a tensor (None for an unconditional model)."""
@@ -128,30 +124,31 @@ class PVDMPipeline:
         self,
         seeds: Sequence[int],
         clip: int = 0,
-        cond: Any = None,
+        cond: TriplaneLatent | None = None,
         labels: torch.Tensor | None = None,
         sampler: str = "ddim",
-        steps: int = 100,
-        eta: float = 1.0,
+        steps: int | None = None,
+        eta: float = DEFAULT_ETA,
         guidance: float = 0.0,
         class_guidance: float = 0.0,
         progress: bool = False,
-    ) -> Any:
-        """One clip's latents for each seed (clip k of a long video uses clip=k)."""
+    ) -> TriplaneLatent:
+        """One clip's latents for each seed (clip k of a long video uses clip=k).
+
+        `steps` defaults to the sampler's `DEFAULT_STEPS`.
+        """
         if sampler not in SAMPLERS:
             raise PvdmError(f"unknown sampler {sampler!r}; choose from {', '.join(SAMPLERS)}")
-        gens = [_gen(mix_seed("sampler", s, clip), self.device) for s in seeds]
+        denoiser = make_denoiser(
+            self.unet, cond=cond, labels=labels, guidance=guidance, class_guidance=class_guidance
+        )
         return SAMPLERS[sampler](
-            self.unet,
+            denoiser,
             self._noise(seeds, clip),
-            steps,
+            self.schedule,
+            DEFAULT_STEPS[sampler] if steps is None else steps,
             eta=eta,
-            cond=cond,
-            guidance=guidance,
-            generator=gens,
-            labels=labels,
-            class_guidance=class_guidance,
-            schedule=self.schedule,
+            generator=[generator(mix_seed("sampler", s, clip), self.device) for s in seeds],
             progress=progress,
         )
 
@@ -165,8 +162,8 @@ class PVDMPipeline:
         seed: int = 0,
         labels: Sequence[str | int] | None = None,
         sampler: str = "ddim",
-        steps: int = 100,
-        eta: float = 1.0,
+        steps: int | None = None,
+        eta: float = DEFAULT_ETA,
         guidance: float = 0.0,
         class_guidance: float = 0.0,
         reencode: bool = True,
@@ -178,6 +175,7 @@ class PVDMPipeline:
 
         `seeds` defaults to seed, seed+1, ...; `context` (uint8 [B or 1, C, T', H, W], T' >=
         one clip) continues given videos: their last clip conditions the first generated one.
+        `steps` defaults to the sampler's `DEFAULT_STEPS`, `eta` to `DEFAULT_ETA` (official: 1).
         """
         frames = frames or self.clip_frames
         seeds = list(seeds) if seeds is not None else [seed + i for i in range(num)]
@@ -207,11 +205,11 @@ class PVDMPipeline:
         bar.close()
         return torch.cat(out)
 
-    def encode(self, video: torch.Tensor) -> Any:
+    def encode(self, video: torch.Tensor) -> TriplaneLatent:
         """uint8 [B, C, T, H, W] -> latent."""
         return self.autoencoder.encode(to_model_range(video.to(self.device)))
 
-    def decode(self, z: Any) -> torch.Tensor:
+    def decode(self, z: TriplaneLatent) -> torch.Tensor:
         """latent -> uint8 [B, C, T, H, W] (official decode: clamp, then truncation to uint8)."""
         return from_model_range(self.autoencoder.decode(z))
 
@@ -235,9 +233,3 @@ def write_pipeline_file(
     }
     atomic_write_text(folder / PIPELINE_FILE, json.dumps(spec, indent=2))
     return folder
-
-
-def _gen(seed: int, device: torch.device) -> torch.Generator:
-    g = torch.Generator(device=device)
-    g.manual_seed(seed)
-    return g

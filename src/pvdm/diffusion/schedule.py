@@ -4,6 +4,9 @@ Defaults are the official ones: 1000 steps, the LDM "linear" schedule
 betas = linspace(sqrt(0.0015), sqrt(0.0195), 1000)^2 computed in float64 and stored as float32,
 epsilon prediction, and the L2 loss (mean over channels and positions, then over the batch)
 that the official code really uses although its YAML says l1.
+
+Latents are `TriplaneLatent`s (or plain tensors, e.g. in tests); both support the arithmetic
+used here, with one coefficient per sample.
 """
 
 from __future__ import annotations
@@ -15,6 +18,9 @@ import numpy as np
 import torch
 
 from pvdm.errors import ConfigError
+from pvdm.models.latent import TriplaneLatent
+
+Latent = TriplaneLatent | torch.Tensor
 
 
 @dataclass
@@ -82,30 +88,34 @@ class NoiseSchedule:
         """The schedule a `DiffusionConfig` describes."""
         return cls(cfg.num_timesteps, cfg.linear_start, cfg.linear_end)
 
-    def at(self, name: str, t: torch.Tensor, ndim: int) -> torch.Tensor:
-        """Coefficient `name` at integer steps t [B], shaped [B, 1, ...] to broadcast over ndim dims."""
+    def at(self, name: str, t: torch.Tensor, like: Latent) -> torch.Tensor:
+        """Coefficient `name` at integer steps t [B], shaped to multiply `like` per sample."""
         values = getattr(self, name).to(t.device)[t.long()]
-        return values.reshape(-1, *([1] * (ndim - 1)))
+        if isinstance(like, torch.Tensor):
+            return values.reshape(-1, *([1] * (like.ndim - 1)))
+        return values  # a TriplaneLatent takes one value per sample as a [B] tensor
 
-    def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    def q_sample(self, x0: Latent, t: torch.Tensor, noise: Latent) -> Latent:
         """x_t = sqrt(acp_t) x0 + sqrt(1 - acp_t) eps."""
         return (
-            self.at("sqrt_alphas_cumprod", t, x0.ndim) * x0
-            + self.at("sqrt_one_minus_alphas_cumprod", t, x0.ndim) * noise
+            self.at("sqrt_alphas_cumprod", t, x0) * x0
+            + self.at("sqrt_one_minus_alphas_cumprod", t, x0) * noise
         )
 
-    def predict_x0(self, xt: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+    def predict_x0(self, xt: Latent, t: torch.Tensor, eps: Latent) -> Latent:
         """x0 = sqrt(1 / acp_t) x_t - sqrt(1 / acp_t - 1) eps."""
         return (
-            self.at("sqrt_recip_alphas_cumprod", t, xt.ndim) * xt
-            - self.at("sqrt_recipm1_alphas_cumprod", t, xt.ndim) * eps
+            self.at("sqrt_recip_alphas_cumprod", t, xt) * xt
+            - self.at("sqrt_recipm1_alphas_cumprod", t, xt) * eps
         )
 
 
 def diffusion_loss(
-    eps_pred: torch.Tensor, noise: torch.Tensor, kind: Literal["l2", "l1"] = "l2"
+    eps_pred: Latent, noise: Latent, kind: Literal["l2", "l1"] = "l2"
 ) -> torch.Tensor:
     """Per-sample error averaged over every other axis, then over the batch (official form)."""
+    if isinstance(eps_pred, TriplaneLatent):  # the mean over all of a sample's latent values
+        eps_pred, noise = eps_pred.pack(), noise.pack()
     diff = eps_pred.float() - noise.float()
     per_element = diff.square() if kind == "l2" else diff.abs()
     return per_element.flatten(1).mean(dim=1).mean()

@@ -10,22 +10,26 @@ A video clip is encoded into three 2D planes, each named by the two video axes i
 
 `pack()` flattens each plane row-major and concatenates them along the last axis in the order
 hw, tw, th, giving `[B, C, H'W' + T'W' + T'H']`. That is exactly the official flat latent
-(`extract`), so `pack() == to_official()`.
+(`extract`); `unpack(packed, shape)` is its inverse. Packing happens only at the edges: the
+latent cache's shards and the official code's tensors.
 
-`TriplaneLatent` supports the elementwise arithmetic the diffusion code needs, with tensor
-semantics per plane: `+ - * /` with another latent, a Python number, a 0-d tensor or a tensor of
-shape [B] (one value per sample).
+`TriplaneLatent` is the one latent type from the encoder through training and the samplers to
+the decoder. The samplers and the diffusion loss do their arithmetic on it directly, with
+tensor semantics per plane: `+ - * /` with another latent, a Python number, a 0-d tensor or a
+tensor of shape [B] (one value per sample).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from typing import NamedTuple, TypeAlias
 
 import torch
 from torch import Tensor
 
 PLANES = ("hw", "tw", "th")
+
+Generator: TypeAlias = torch.Generator | Sequence[torch.Generator] | None
 
 
 class LatentShape(NamedTuple):
@@ -97,29 +101,17 @@ class TriplaneLatent:
         return torch.cat([p.flatten(2) for p in self.planes], dim=-1)
 
     @classmethod
-    def unpack(cls, packed: Tensor, frames: int, height: int, width: int) -> TriplaneLatent:
-        """Inverse of `pack()` for planes of T' = frames, H' = height, W' = width."""
-        sizes = (height * width, frames * width, frames * height)
-        if packed.ndim != 3 or packed.shape[-1] != sum(sizes):
+    def unpack(cls, packed: Tensor, shape: LatentShape) -> TriplaneLatent:
+        """Inverse of `pack()`: planes of the per-sample `shape` from [B, C, N]."""
+        c, t, h, w = shape
+        sizes = (h * w, t * w, t * h)
+        if packed.ndim != 3 or tuple(packed.shape[1:]) != (c, sum(sizes)):
             raise ValueError(
-                f"packed latent must be [B, C, {sum(sizes)}] for frames={frames}, "
-                f"height={height}, width={width}; got {tuple(packed.shape)}"
+                f"packed latent must be [B, {c}, {sum(sizes)}] for {shape}; "
+                f"got {tuple(packed.shape)}"
             )
         hw, tw, th = packed.split(sizes, dim=-1)
-        return cls(
-            hw.unflatten(-1, (height, width)),
-            tw.unflatten(-1, (frames, width)),
-            th.unflatten(-1, (frames, height)),
-        )
-
-    def to_official(self) -> Tensor:
-        """The official flat latent `[B, C, H'W' + T'W' + T'H']` (same as `pack()`)."""
-        return self.pack()
-
-    @classmethod
-    def from_official(cls, flat: Tensor, frames: int, height: int, width: int) -> TriplaneLatent:
-        """Planes from the official flat latent (same as `unpack()`)."""
-        return cls.unpack(flat, frames, height, width)
+        return cls(hw.unflatten(-1, (h, w)), tw.unflatten(-1, (t, w)), th.unflatten(-1, (t, h)))
 
     # ---- construction helpers ----------------------------------------------------------------
     def map(self, fn: Callable[[Tensor], Tensor]) -> TriplaneLatent:
@@ -130,8 +122,8 @@ class TriplaneLatent:
         """A latent of zeros with the same shapes, dtype and device."""
         return self.map(torch.zeros_like)
 
-    def randn_like(self, generator: torch.Generator | None = None) -> TriplaneLatent:
-        """Standard normal noise with the same shapes, drawn as one packed tensor."""
+    def randn_like(self, generator: Generator = None) -> TriplaneLatent:
+        """Standard normal noise with the same shapes (see `randn_latent`)."""
         return randn_latent(self.batch_size, self.shape, generator, self.device, self.dtype)
 
     @staticmethod
@@ -212,18 +204,25 @@ class TriplaneLatent:
 def randn_latent(
     batch_size: int,
     shape: LatentShape,
-    generator: torch.Generator | None = None,
+    generator: Generator = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
 ) -> TriplaneLatent:
     """Standard normal latent noise, drawn as one packed tensor [B, C, N] and unpacked.
 
-    Drawing the packed tensor means one noise tensor maps to one latent, whatever the plane sizes.
+    Drawing the packed tensor means one noise tensor maps to one latent, whatever the plane
+    sizes. `generator` is one generator or a list with one per sample: with a list, every
+    sample's noise comes from its own generator, so it does not depend on the batch.
     """
-    packed = torch.randn(
-        (batch_size, shape.channels, shape.num_tokens),
-        generator=generator,
-        device=device,
-        dtype=dtype,
-    )
-    return TriplaneLatent.unpack(packed, shape.frames, shape.height, shape.width)
+    per_sample = (1, shape.channels, shape.num_tokens)
+    if generator is None or isinstance(generator, torch.Generator):
+        packed = torch.randn(
+            (batch_size, *per_sample[1:]), generator=generator, device=device, dtype=dtype
+        )
+    else:
+        if len(generator) != batch_size:
+            raise ValueError(f"got {len(generator)} generators for a batch of {batch_size}")
+        packed = torch.cat(
+            [torch.randn(per_sample, generator=g, device=device, dtype=dtype) for g in generator]
+        )
+    return TriplaneLatent.unpack(packed, shape)

@@ -28,7 +28,6 @@ from pvdm.diffusion.pipeline import PVDMPipeline, write_pipeline_file
 from pvdm.diffusion.schedule import DiffusionConfig, NoiseSchedule, diffusion_loss
 from pvdm.errors import ConfigError
 from pvdm.models import load_model
-from pvdm.models.latent import TriplaneLatent
 from pvdm.models.unet import TriplaneUNet, UNetConfig
 from pvdm.runtime import any_rank, autocast, init_distributed
 from pvdm.train.checkpoint import RunFolder, load_latest_training_state, save_training_state
@@ -84,13 +83,8 @@ class CachedBatches:
     def get(self, batch_index: int, cond: bool, device: torch.device):
         indices = torch.tensor([r.index for r in self.sampler.batch(batch_index)])
         entry = self.cache.batch(indices)
-        g = self.cache.geometry
-
-        def latent(kind: str) -> TriplaneLatent:
-            return TriplaneLatent.unpack(entry[kind].to(device), g.frames, g.height, g.width)
-
-        z = latent("target") if cond else latent("uncond")
-        c = latent("prev") if cond else None
+        z = self.cache.latents(entry, "target" if cond else "uncond").to(device)
+        c = self.cache.latents(entry, "prev").to(device) if cond else None
         return z, c, entry["label"].to(device)
 
 
@@ -251,14 +245,13 @@ def train_diffusion(cfg: DiffusionRunConfig, outdir: str | Path) -> Path:
                 cond = bool(torch.rand(()) < dc.cond_prob)
                 z, c, labels = source.get(step * tc.grad_accum + micro, cond, device)
                 labels = _drop_labels(labels, cfg.model.num_classes, dc.class_dropout)
-                x0 = z.pack()
-                t = torch.randint(0, schedule.num_timesteps, (x0.shape[0],), device=device)
-                noise = torch.randn_like(x0)
-                xt = schedule.q_sample(x0, t, noise)
+                t = torch.randint(0, schedule.num_timesteps, (len(z),), device=device)
+                noise = z.randn_like()
+                xt = schedule.q_sample(z, t, noise)
                 last = micro == tc.grad_accum - 1
                 with no_sync_unless(train_unet, last):
                     with autocast(tc.precision, device):
-                        eps = train_unet(_like(xt, z), t, cond=c, labels=labels).pack()
+                        eps = train_unet(xt, t, cond=c, labels=labels)
                         loss = diffusion_loss(eps, noise, dc.loss)
                     scaler.scale(loss / tc.grad_accum).backward()
                 total += loss.item() / tc.grad_accum
@@ -272,10 +265,6 @@ def train_diffusion(cfg: DiffusionRunConfig, outdir: str | Path) -> Path:
     if stop.requested:
         log.info("stopped at step %d; run the same command again to resume", step)
     return run.root
-
-
-def _like(packed: torch.Tensor, like: TriplaneLatent) -> TriplaneLatent:
-    return TriplaneLatent.unpack(packed, like.tw.shape[2], like.th.shape[3], like.tw.shape[3])
 
 
 def _drop_labels(labels: torch.Tensor, num_classes: int | None, p: float) -> torch.Tensor | None:
