@@ -152,3 +152,35 @@ def test_folder_split_subfolders(tmp_path) -> None:
 def test_missing_path_is_a_clear_error(tmp_path) -> None:
     with pytest.raises(DataError, match="does not exist"):
         open_dataset(DataConfig(path=str(tmp_path / "nope")))
+
+
+def test_open_heldout_uses_the_test_split_or_says_it_uses_training_videos(
+    tmp_path, caplog
+) -> None:
+    from pvdm.data import open_heldout
+
+    frames = real_frames()[:20]
+    split = tmp_path / "split"
+    encode(split / "train" / "a", "mp4", frames)
+    encode(split / "test" / "b", "mp4", frames)
+    flat = tmp_path / "flat"
+    encode(flat / "a", "mp4", frames)
+    encode(flat / "b", "mp4", frames)
+    only_train = tmp_path / "only_train"
+    encode(only_train / "train" / "a", "mp4", frames)
+
+    def heldout(path: Path):
+        caplog.clear()
+        cfg = DataConfig(path=str(path), resolution=32, frames=8)
+        with caplog.at_level("WARNING", logger="pvdm"):
+            return _names(open_heldout(cfg, purpose="the check")), caplog.text
+
+    names, text = heldout(split)
+    assert names == ["b.mp4"] and "TRAINING" not in text
+    names, text = heldout(flat)  # "test" of a folder without splits is every (training) video
+    assert names == ["a.mp4", "b.mp4"]
+    assert "the check uses TRAINING videos" in text and "no train/test sub-folders" in text
+    assert open_dataset(DataConfig(path=str(flat), split="test")).unsplit
+    names, text = heldout(only_train)
+    assert names == ["a.mp4"] and "the check uses TRAINING videos" in text
+    assert "no 'test' folder" in text

@@ -58,7 +58,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--input", required=True, help="a video file, a dataset folder, or 'synthetic'")
     p.add_argument("--out", type=Path, required=True, help="output .mp4, .gif or .png")
     p.add_argument("--num", type=int, default=8, help="clips to take from a dataset")
-    p.add_argument("--split", default="test", help="dataset split (falls back to train)")
+    p.add_argument(
+        "--split", default="test", help="dataset split (test falls back to train, with a warning)"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--fps", type=float, default=8.0)
@@ -182,10 +184,11 @@ def _reconstruct(args: argparse.Namespace) -> int:
         eval_clips,
         from_model_range,
         open_dataset,
+        open_heldout,
         to_model_range,
         write_video,
     )
-    from pvdm.errors import DataError, PvdmError
+    from pvdm.errors import DataError
     from pvdm.metrics.recon import psnr, ssim
     from pvdm.models import load_model
     from pvdm.runtime import resolve_device
@@ -202,10 +205,10 @@ def _reconstruct(args: argparse.Namespace) -> int:
         clips = torch.stack([video[:, i * frames : (i + 1) * frames] for i in range(n)])
     else:
         cfg = DataConfig(path=args.input, split=args.split, resolution=res, frames=frames)
-        try:
+        if args.split == "test":
+            dataset = open_heldout(cfg, purpose="pvdm reconstruct")
+        else:
             dataset = open_dataset(cfg)
-        except PvdmError:
-            dataset = open_dataset(cfg, split="train")
         clips = torch.cat([b["video"] for b in eval_clips(dataset, args.num, seed=args.seed)])
     recon = []
     with torch.no_grad():

@@ -6,7 +6,14 @@ maps them to the models' float [-1, 1].
 """
 
 from pvdm.data.config import DataConfig
-from pvdm.data.dataset import ClipRequest, VideoDataset, build_dataset, open_dataset, read_video
+from pvdm.data.dataset import (
+    ClipRequest,
+    VideoDataset,
+    build_dataset,
+    open_dataset,
+    open_heldout,
+    read_video,
+)
 from pvdm.data.decode import IMAGE_SUFFIXES, VIDEO_SUFFIXES, ReadError
 from pvdm.data.loader import ClipLoader, collate, eval_clips, eval_requests, make_loader
 from pvdm.data.sampler import ClipSampler
@@ -35,6 +42,7 @@ __all__ = [
     "index_dir",
     "make_loader",
     "open_dataset",
+    "open_heldout",
     "read_video",
     "tile_videos",
     "to_model_range",

@@ -59,6 +59,7 @@ class VideoDataset(Dataset):
         skipped: list[tuple[str, str]] | None = None,
         probes: list[Probe] | None = None,
         synthetic: SyntheticVideos | None = None,
+        unsplit: bool = False,
     ) -> None:
         if (probes is None) == (synthetic is None):
             raise ValueError("give exactly one of probes (files) or synthetic")
@@ -70,6 +71,7 @@ class VideoDataset(Dataset):
         self.stride = stride
         self.layout = layout
         self.classes = classes
+        self.unsplit = unsplit  # the data has no train/test split: any split is every video
         self.skipped = list(skipped or [])
         self.num_read_failures = 0
         self._probes = probes
@@ -187,6 +189,31 @@ def open_dataset(
     return dataset
 
 
+def open_heldout(cfg: DataConfig, *, purpose: str, clip_frames: int | None = None) -> VideoDataset:
+    """The test split of `cfg`, for `purpose` (e.g. "the held-out PSNR guard").
+
+    Data without a usable test split (a folder without train/test sub-folders, a dataset
+    without its test list or folder) gives its training videos instead, with a warning that
+    names the purpose: nothing falls back to training clips silently.
+    """
+    try:
+        held = open_dataset(cfg, clip_frames=clip_frames, split="test")
+    except DataError as e:
+        reason = str(e)
+    else:
+        if not held.unsplit:
+            return held
+        reason = "the folder has no train/test sub-folders"
+    log.warning(
+        "%s uses TRAINING videos of %s: it has no test split (%s); give data with a test split "
+        "for a held-out measure",
+        purpose,
+        cfg.path,
+        reason,
+    )
+    return open_dataset(cfg, clip_frames=clip_frames, split="train")
+
+
 def no_video_message(path: str, dataset: VideoDataset) -> str:
     """One sentence for a dataset without a usable video, naming the commonest reasons."""
     if not dataset.skipped:
@@ -243,6 +270,7 @@ def build_dataset(
         classes=found.classes,
         skipped=skipped,
         probes=probes,
+        unsplit=found.unsplit,
     )
 
 

@@ -32,6 +32,8 @@ class Discovery:
     items: list[tuple[Path, int]] = field(default_factory=list)  # (video path, label or -1)
     classes: list[str] | None = None
     missing: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    # a folder without train/test sub-folders: every split is the same videos
+    unsplit: bool = False
 
 
 def detect_layout(path: Path) -> str:
@@ -190,7 +192,7 @@ def _sky(path: Path, split: str) -> Discovery:
 
 def _folder(path: Path, split: str) -> Discovery:
     if path.is_file():
-        return Discovery("folder", path.parent, items=[(path, -1)])
+        return Discovery("folder", path.parent, items=[(path, -1)], unsplit=True)
     base = path
     split_dirs = [d.name for d in _subdirs(path) if d.name in ("train", "test", "val")]
     if split_dirs and split != "all":
@@ -205,7 +207,7 @@ def _folder(path: Path, split: str) -> Discovery:
     if split_dirs and split == "all":
         rel = [r[1:] if r[0] in split_dirs else r for r in rel]
     labelled = bool(videos) and all(len(r) >= 2 for r in rel)
-    found = Discovery("folder", path)
+    found = Discovery("folder", path, unsplit=not split_dirs)
     if labelled:
         found.classes = sorted({r[0] for r in rel}, key=natural_key)
         index = {name: i for i, name in enumerate(found.classes)}

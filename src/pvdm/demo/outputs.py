@@ -19,6 +19,7 @@ from pvdm.data import (
     eval_clips,
     from_model_range,
     open_dataset,
+    open_heldout,
     to_model_range,
     write_video,
 )
@@ -32,10 +33,10 @@ SAMPLER = {"sampler": "ddim", "steps": 50, "eta": 1.0}
 
 
 def _clips(data: DataConfig, split: str, num: int, frames: int, seed: int) -> torch.Tensor:
-    try:
+    if split == "test":
+        dataset = open_heldout(data, clip_frames=frames, purpose="the demo's held-out clips")
+    else:
         dataset = open_dataset(data, clip_frames=frames, split=split)
-    except PvdmError:
-        dataset = open_dataset(data, clip_frames=frames, split="train")
     return torch.cat([b["video"] for b in eval_clips(dataset, num, seed=seed)])
 
 

@@ -23,7 +23,14 @@ import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from pvdm.config import config_to_dict
-from pvdm.data import DataConfig, eval_clips, make_loader, open_dataset, to_model_range
+from pvdm.data import (
+    DataConfig,
+    eval_clips,
+    make_loader,
+    open_dataset,
+    open_heldout,
+    to_model_range,
+)
 from pvdm.errors import ConfigError, PvdmError
 from pvdm.models import load_model
 from pvdm.models.autoencoder import AutoencoderConfig, TriplaneAutoencoder
@@ -179,7 +186,7 @@ def train_autoencoder(
         train_discs = DDP(discs, device_ids=device_ids)
 
     dataset = open_dataset(cfg.data)
-    heldout = _heldout_clips(cfg.data, dataset, cfg.loss.guard_clips, tc.seed)
+    heldout = _heldout_clips(cfg.data, cfg.loss.guard_clips, tc.seed)
     loader = iter(
         make_loader(
             dataset,
@@ -333,12 +340,9 @@ def _update_guard(
     return guard["bad_evals"] >= cfg.guard_patience
 
 
-def _heldout_clips(data: DataConfig, train_set: Any, num: int, seed: int) -> torch.Tensor:
-    """Fixed uint8 clips for the guard: the test split when the dataset has one, else train."""
-    try:
-        held = open_dataset(data, split="test")
-    except PvdmError:
-        held = train_set
+def _heldout_clips(data: DataConfig, num: int, seed: int) -> torch.Tensor:
+    """Fixed uint8 clips for the guard: the test split, or (with a warning) the train split."""
+    held = open_heldout(data, purpose="the held-out PSNR guard (and snapshots/best)")
     return torch.cat([b["video"] for b in eval_clips(held, num, seed=seed)])
 
 
