@@ -154,9 +154,7 @@ def test_missing_path_is_a_clear_error(tmp_path) -> None:
         open_dataset(DataConfig(path=str(tmp_path / "nope")))
 
 
-def test_open_heldout_uses_the_test_split_or_says_it_uses_training_videos(
-    tmp_path, caplog
-) -> None:
+def test_open_heldout_uses_the_test_split_or_says_it_uses_training_videos(tmp_path, caplog) -> None:
     from pvdm.data import open_heldout
 
     frames = real_frames()[:20]

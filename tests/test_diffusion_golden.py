@@ -61,3 +61,15 @@ def test_ddim_four_steps_matches_official(golden) -> None:
     denoiser = make_denoiser(unet, cond=latent(tensors["input.cond"]))
     out = ddim_sample(denoiser, latent(tensors["ddim.x_T"]), NoiseSchedule(), 4, eta=0.0)
     assert _rel(out.pack(), tensors["ddim.sample_4steps_eta0_cond"]) < 1e-5
+
+
+@pytest.mark.parametrize("w", [0.5, 2.0])
+def test_frame_guidance_matches_the_official_formula(golden, w) -> None:
+    # official: (1 + w) eps(x, c) - w eps(x, 0), from the golden conditional/unconditional eps
+    tensors, unet, latent = golden
+    denoiser = make_denoiser(unet, cond=latent(tensors["input.cond"]), guidance=w)
+    with torch.no_grad():
+        eps = denoiser(latent(tensors["input.latent"]), tensors["input.timesteps"]).pack()
+    expected = (1 + w) * tensors["output.eps_cond"] - w * tensors["output.eps_uncond"]
+    assert _rel(eps, expected) < 1e-5
+    assert _rel(eps, tensors["output.eps_cond"]) > 1e-3  # guidance changed the prediction

@@ -68,15 +68,19 @@ def test_missing_vgg_file_is_one_clear_error(tmp_path) -> None:
 
 
 def test_nonfinite_steps_are_skipped_then_stop(tmp_path, monkeypatch) -> None:
-    real = ae_train.to_model_range
-    calls = {"n": 0}
+    # the seam is the one optimizer update per step, keyed by the step (not by counting calls):
+    # step 2 reports a NaN loss, steps 4.. get NaN gradients
+    class PoisonedUpdate(ae_train.GuardedUpdate):
+        def __call__(self, opt, scaler, params, grad_clip, loss, step, monitor):
+            if step == 2:
+                loss = float("nan")
+            if step >= 4:
+                for p in params:
+                    if p.grad is not None:
+                        p.grad.fill_(float("nan"))
+            return super().__call__(opt, scaler, params, grad_clip, loss, step, monitor)
 
-    def poisoned(video):  # calls 4 and 7.. are NaN: steps 2 and 4.. (evaluations take calls too)
-        calls["n"] += 1
-        x = real(video)
-        return x * float("nan") if calls["n"] in (4,) or calls["n"] >= 7 else x
-
-    monkeypatch.setattr(ae_train, "to_model_range", poisoned)
+    monkeypatch.setattr(ae_train, "GuardedUpdate", PoisonedUpdate)
     cfg = _cfg("train.max_steps=20", "train.checkpoint_every=2", "train.max_nonfinite=3")
     # the isolated NaN step 2 is skipped and the count restarts, so the stop comes at step 6
     with pytest.raises(PvdmError, match=r"3 non-finite steps in a row at step 6;"):

@@ -166,3 +166,39 @@ def test_videos_do_not_depend_on_batch_composition(cache, autoencoder, tmp_path)
     continued = pipe(1, 4, seeds=[9], sampler="ddim", steps=3, context=context, progress=False)
     unconditioned = pipe(1, 4, seeds=[9], sampler="ddim", steps=3, progress=False)
     assert continued.shape == (1, 3, 4, 16, 16) and not torch.equal(continued, unconditioned)
+
+
+def test_label_dropout_sends_the_configured_share_to_the_null_class() -> None:
+    torch.manual_seed(0)
+    labels = torch.arange(4000) % 5
+    labels[:10] = -1  # unlabelled entries of a latent cache
+    dropped = dm_train._drop_labels(labels, 5, 0.25)
+    null = dropped == 5
+    assert torch.equal(dropped[~null], labels[~null])  # the rest keep their class
+    assert null[:10].all()
+    assert 0.23 < null[10:].float().mean().item() < 0.27
+    assert torch.equal(dm_train._drop_labels(labels[10:], 5, 0.0), labels[10:])
+    assert (dm_train._drop_labels(labels, 5, 1.0) == 5).all()
+    assert dm_train._drop_labels(labels, None, 0.25) is None
+
+
+def test_training_drops_labels_with_the_configured_rate(autoencoder, tmp_path, monkeypatch) -> None:
+    seen = []
+    real = dm_train._drop_labels
+
+    def spy(labels, num_classes, p):
+        out = real(labels, num_classes, p)
+        seen.append((num_classes, p))
+        return out
+
+    monkeypatch.setattr(dm_train, "_drop_labels", spy)
+    cfg = _cfg(
+        autoencoder,
+        "train.max_steps=2",
+        "train.checkpoint_every=2",
+        "model.num_classes=3",
+        "diffusion.class_dropout=0.4",
+        "data.synthetic_videos=4",
+    )
+    dm_train.train_diffusion(cfg, tmp_path / "run")
+    assert seen == [(3, 0.4)] * 2  # one call per micro-batch, with the configured rate
