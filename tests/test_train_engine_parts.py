@@ -129,3 +129,30 @@ def test_atomic_writes_get_the_usual_file_mode(tmp_path) -> None:
     mask = os.umask(0)
     os.umask(mask)
     assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_training_state_captures_and_restores_every_part(tmp_path) -> None:
+    from pvdm.train.checkpoint import TrainingState
+
+    def parts(seed: int):
+        torch.manual_seed(seed)
+        model = torch.nn.Linear(3, 2)
+        opt = torch.optim.AdamW(model.parameters(), lr=0.1)
+        model(torch.randn(4, 3)).sum().backward()
+        opt.step()
+        return model, opt, {"best_psnr": float(seed)}
+
+    model, opt, guard = parts(0)
+    saved = TrainingState(TrainConfig(), model=model, optimizer=opt, ema=None, guard=guard)
+    state = saved.capture(7)
+    assert set(state) == {"step", "model", "optimizer", "ema", "guard", "config"}
+    assert state["ema"] is None and state["config"]["batch_size"] == TrainConfig().batch_size
+    save_training_state(RunFolder(tmp_path), 7, state, keep=1)
+    loaded = load_training_state(RunFolder(tmp_path).state_path(7))
+    model2, opt2, guard2 = parts(1)
+    restored = TrainingState(TrainConfig(), model=model2, optimizer=opt2, ema=None, guard=guard2)
+    assert restored.restore(loaded) == 7
+    assert torch.equal(model2.weight, model.weight) and guard2 == {"best_psnr": 0.0}
+    assert torch.equal(
+        opt2.state_dict()["state"][0]["exp_avg"], opt.state_dict()["state"][0]["exp_avg"]
+    )

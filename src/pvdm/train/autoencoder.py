@@ -22,7 +22,6 @@ from typing import Any
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from pvdm.config import config_to_dict
 from pvdm.data import (
     DataConfig,
     eval_clips,
@@ -38,8 +37,10 @@ from pvdm.runtime import DistInfo, all_reduce_sum, any_rank, autocast, init_dist
 from pvdm.train.ae_loss import AutoencoderLoss, AutoencoderLossConfig
 from pvdm.train.checkpoint import (
     RunFolder,
+    TrainingState,
     load_latest_training_state,
     load_training_state,
+    save_named_training_state,
     save_training_state,
 )
 from pvdm.train.common import (
@@ -139,35 +140,21 @@ def train_autoencoder(
         "last_eval_step": -1,
     }
 
-    def training_state(step: int) -> dict[str, Any]:
-        return {
-            "step": step,
-            "model": model.state_dict(),
-            "discriminators": discs.state_dict(),
-            "optimizer": opt.state_dict(),
-            "d_optimizer": d_opt.state_dict(),
-            "scaler": scaler.state_dict(),
-            "d_scaler": d_scaler.state_dict(),
-            "ema": ema.state_dict() if ema else None,
-            "guard": dict(guard),
-            "config": config_to_dict(cfg),
-        }
-
-    def load_state(state: dict[str, Any]) -> None:
-        model.load_state_dict(state["model"])
-        discs.load_state_dict(state["discriminators"])
-        opt.load_state_dict(state["optimizer"])
-        d_opt.load_state_dict(state["d_optimizer"])
-        scaler.load_state_dict(state["scaler"])
-        d_scaler.load_state_dict(state["d_scaler"])
-        if ema and state["ema"] is not None:
-            ema.load_state_dict(state["ema"])
-        guard.update(state["guard"])
+    training_state = TrainingState(
+        cfg,
+        model=model,
+        discriminators=discs,
+        optimizer=opt,
+        d_optimizer=d_opt,
+        scaler=scaler,
+        d_scaler=d_scaler,
+        ema=ema,
+        guard=guard,
+    )
 
     state = load_latest_training_state(run)
     if state is not None:
-        load_state(state)
-        step = int(state["step"])
+        step = training_state.restore(state)
     else:
         step = 0
         if init:
@@ -182,6 +169,7 @@ def train_autoencoder(
         device_ids = [device] if device.type == "cuda" else None
         if device.type == "cuda":  # SyncBatchNorm needs GPUs; it is plain BatchNorm elsewhere
             loss_fn.discriminators = discs = torch.nn.SyncBatchNorm.convert_sync_batchnorm(discs)
+            training_state.parts["discriminators"] = discs  # save the converted module
         train_model = DDP(model, device_ids=device_ids)
         train_discs = DDP(discs, device_ids=device_ids)
 
@@ -233,7 +221,7 @@ def train_autoencoder(
                 monitor.log_values(step, {"heldout_psnr": psnr, "best_psnr": guard["best_psnr"]})
                 if info.is_main and guard["best_step"] == step:
                     save_snapshot(run, "best", ema.model if ema else model, step, psnr=psnr)
-                    save_training_state_named(run, "best", training_state(step))
+                    save_named_training_state(run, "best", training_state.capture(step))
                 if diverged:
                     if (
                         cfg.loss.on_divergence == "rollback"
@@ -245,7 +233,7 @@ def train_autoencoder(
                             psnr, guard["best_psnr"] - psnr, guard["best_psnr"], guard["best_step"],
                         )  # fmt: skip
                         rollbacks = guard["rollbacks"] + 1
-                        load_state(load_training_state(run.checkpoints / "best.pt"))
+                        training_state.restore(load_training_state(run.checkpoints / "best.pt"))
                         guard.update(rollbacks=rollbacks, bad_evals=0)
                     else:
                         log.warning(
@@ -265,7 +253,7 @@ def train_autoencoder(
             due = step % tc.checkpoint_every == 0 or done or stopping
             if info.is_main and step != start_step and due:
                 save_snapshot(run, step, ema.model if ema else model, step, tc.keep_snapshots)
-                save_training_state(run, step, training_state(step), tc.keep_checkpoints)
+                save_training_state(run, step, training_state.capture(step), tc.keep_checkpoints)
 
             if done or stopping:
                 break
@@ -314,14 +302,6 @@ def train_autoencoder(
     if stop.requested:
         log.info("stopped at step %d; run the same command again to resume", step)
     return run.root
-
-
-def save_training_state_named(run: RunFolder, name: str, state: dict[str, Any]) -> None:
-    """A training state under a fixed name (e.g. best.pt), never pruned."""
-    from pvdm.atomic import atomic_path
-
-    with atomic_path(run.checkpoints / f"{name}.pt") as tmp:
-        torch.save(state, tmp)
 
 
 def _update_guard(

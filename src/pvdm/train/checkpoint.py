@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from pvdm.atomic import atomic_path
+from pvdm.config import config_to_dict
 from pvdm.errors import CheckpointError
 
 log = logging.getLogger(__name__)
@@ -125,3 +126,47 @@ def load_latest_training_state(run: RunFolder) -> dict[str, Any] | None:
         log.info("resuming from %s (step %d)", path, state["step"])
         return state
     return None
+
+
+def save_named_training_state(run: RunFolder, name: str, state: dict[str, Any]) -> Path:
+    """A training state under a fixed name (e.g. best.pt), never pruned."""
+    path = run.checkpoints / f"{name}.pt"
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+    return path
+
+
+class TrainingState:
+    """The one layout of a training state, for both loops.
+
+    `parts` are what has a state dict (model, optimizers, scalers, the EMA, ...) or is a plain
+    dict of numbers (the autoencoder's guard); a part that is None (no EMA) is saved as None.
+    `capture(step)` gives {"step", <part>..., "config"}; `restore(state)` loads every part
+    back and returns the step.
+    """
+
+    def __init__(self, config: Any, **parts: Any) -> None:
+        self.config = config_to_dict(config)
+        self.parts = parts
+
+    def capture(self, step: int) -> dict[str, Any]:
+        """The state to save after `step` steps."""
+        state: dict[str, Any] = {"step": step}
+        for name, part in self.parts.items():
+            if part is None or isinstance(part, dict):
+                state[name] = None if part is None else dict(part)
+            else:
+                state[name] = part.state_dict()
+        state["config"] = self.config
+        return state
+
+    def restore(self, state: dict[str, Any]) -> int:
+        """Load a captured state into the parts; the step it was saved at."""
+        for name, part in self.parts.items():
+            if part is None or state[name] is None:
+                continue
+            if isinstance(part, dict):
+                part.update(state[name])
+            else:
+                part.load_state_dict(state[name])
+        return int(state["step"])

@@ -21,7 +21,6 @@ from typing import Any
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from pvdm.config import config_to_dict
 from pvdm.data import DataConfig, make_loader, open_dataset, to_model_range
 from pvdm.diffusion.cache import LatentCache, is_latent_cache
 from pvdm.diffusion.pipeline import PVDMPipeline, write_pipeline_file
@@ -30,7 +29,12 @@ from pvdm.errors import ConfigError
 from pvdm.models import load_model
 from pvdm.models.unet import TriplaneUNet, UNetConfig
 from pvdm.runtime import any_rank, autocast, init_distributed
-from pvdm.train.checkpoint import RunFolder, load_latest_training_state, save_training_state
+from pvdm.train.checkpoint import (
+    RunFolder,
+    TrainingState,
+    load_latest_training_state,
+    save_training_state,
+)
 from pvdm.train.common import (
     GuardedUpdate,
     make_scaler,
@@ -169,15 +173,9 @@ def train_diffusion(cfg: DiffusionRunConfig, outdir: str | Path) -> Path:
     scaler = make_scaler(tc.precision, device)
     ema = EMA(unet, tc.ema_decay, tc.ema_every) if tc.use_ema else None
 
+    training_state = TrainingState(cfg, model=unet, optimizer=opt, scaler=scaler, ema=ema)
     state = load_latest_training_state(run)
-    step = 0
-    if state is not None:
-        unet.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
-        if ema and state["ema"] is not None:
-            ema.load_state_dict(state["ema"])
-        step = int(state["step"])
+    step = training_state.restore(state) if state is not None else 0
     start_step = step
     train_unet = (
         DDP(unet, device_ids=[device] if device.type == "cuda" else None)
@@ -220,19 +218,7 @@ def train_diffusion(cfg: DiffusionRunConfig, outdir: str | Path) -> Path:
             due = step % tc.checkpoint_every == 0 or done or stopping
             if info.is_main and step != start_step and due:
                 save_snapshot(run, step, ema.model if ema else unet, step, tc.keep_snapshots)
-                save_training_state(
-                    run,
-                    step,
-                    {
-                        "step": step,
-                        "model": unet.state_dict(),
-                        "optimizer": opt.state_dict(),
-                        "scaler": scaler.state_dict(),
-                        "ema": ema.state_dict() if ema else None,
-                        "config": config_to_dict(cfg),
-                    },
-                    tc.keep_checkpoints,
-                )
+                save_training_state(run, step, training_state.capture(step), tc.keep_checkpoints)
             if done or stopping:
                 break
 
