@@ -36,6 +36,7 @@ from pvdm.metrics.refstats import load_refstats, refstats_key, refstats_path, sa
 from pvdm.metrics.results import make_record
 from pvdm.metrics.sources import Batch, RealClips
 from pvdm.metrics.stats import FeatureStats
+from pvdm.runtime import rank_and_world
 
 log = logging.getLogger(__name__)
 
@@ -57,13 +58,6 @@ class FakeSource(TypingProtocol):
         world_size: int = 1,
         num_workers: int = 0,
     ) -> Iterator[Batch]: ...
-
-
-def rank_and_world() -> tuple[int, int]:
-    """(rank, world size) of torch.distributed, or (0, 1) without it."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
 
 
 def _comm_device() -> torch.device:
