@@ -171,3 +171,10 @@ def test_samplers_share_one_signature_and_the_defaults() -> None:
     seen = []
     ddim_sample(lambda x, t: seen.append(1) or torch.zeros_like(x), torch.zeros(1, 1, 2), S)
     assert len(seen) == DEFAULT_STEPS["ddim"]
+
+
+def test_cli_sampler_names_are_the_samplers() -> None:
+    from pvdm.cli.generate import SAMPLER_NAMES
+    from pvdm.diffusion import SAMPLERS
+
+    assert sorted(SAMPLER_NAMES) == sorted(SAMPLERS)
