@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from pvdm.atomic import atomic_write_text
 from pvdm.data import from_model_range, to_model_range
-from pvdm.diffusion.samplers import DEFAULT_ETA, DEFAULT_STEPS, SAMPLERS, make_denoiser
+from pvdm.diffusion.samplers import DEFAULT_ETA, SAMPLERS, make_denoiser
 from pvdm.diffusion.schedule import NoiseSchedule
 from pvdm.errors import PvdmError
 from pvdm.models import TriplaneLatent, load_model, randn_latent
@@ -146,7 +146,7 @@ class PVDMPipeline:
             denoiser,
             self._noise(seeds, clip),
             self.schedule,
-            DEFAULT_STEPS[sampler] if steps is None else steps,
+            steps,
             eta=eta,
             generator=[generator(mix_seed("sampler", s, clip), self.device) for s in seeds],
             progress=progress,
