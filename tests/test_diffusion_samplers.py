@@ -178,3 +178,25 @@ def test_cli_sampler_names_are_the_samplers() -> None:
     from pvdm.diffusion import SAMPLERS
 
     assert sorted(SAMPLER_NAMES) == sorted(SAMPLERS)
+
+
+@pytest.mark.parametrize(
+    ("sampler", "steps"), [(ddim_sample, 7), (ddpm_sample, None), (dpm_solver_sample, 7)]
+)
+def test_a_triplane_latent_samples_like_its_packed_tensor(sampler, steps) -> None:
+    from pvdm.models import LatentShape, randn_latent
+
+    z = randn_latent(2, LatentShape(2, 3, 4, 5), torch.Generator().manual_seed(0))
+
+    def gens():
+        return [torch.Generator().manual_seed(s) for s in (1, 2)]
+
+    def eps(x, t):  # a latent takes one value per sample as a [B] tensor
+        return x * (0.2 + t.float() / 2000)
+
+    def eps_packed(x, t):
+        return x * (0.2 + t.float().view(-1, 1, 1) / 2000)
+
+    out = sampler(eps, z, S, steps, eta=1.0, generator=gens())
+    expected = sampler(eps_packed, z.pack(), S, steps, eta=1.0, generator=gens())
+    assert torch.equal(out.pack(), expected)
