@@ -29,6 +29,7 @@ import torch
 from pvdm.atomic import atomic_path
 from pvdm.config import config_to_dict
 from pvdm.errors import CheckpointError
+from pvdm.runs import SNAPSHOTS
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ class RunFolder:
 
     @property
     def snapshots(self) -> Path:
-        return self.root / "snapshots"
+        return self.root / SNAPSHOTS
 
     @property
     def previews(self) -> Path:
