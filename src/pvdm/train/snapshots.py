@@ -16,14 +16,20 @@ from typing import Any
 
 import torch
 
+from pvdm import runs
 from pvdm.data import from_model_range, to_model_range, write_video
-from pvdm.runs import resolve_snapshot, snapshot_dir
+from pvdm.runs import resolve_snapshot
 from pvdm.runtime import autocast
 from pvdm.train.checkpoint import RunFolder
 
 __all__ = ["resolve_snapshot", "save_preview", "save_snapshot", "snapshot_dir"]
 
 log = logging.getLogger(__name__)
+
+
+def snapshot_dir(run: RunFolder, name: int | str) -> Path:
+    """snapshots/step-<8 digits> for a step, snapshots/<name> otherwise (see `pvdm.runs`)."""
+    return runs.snapshot_dir(run.root, name)
 
 
 def save_snapshot(
@@ -35,7 +41,7 @@ def save_snapshot(
     **metadata: Any,
 ) -> Path:
     """Save `model` as a pretrained folder; keep only the newest `keep` step snapshots (0 = all)."""
-    path = snapshot_dir(run.root, name)
+    path = snapshot_dir(run, name)
     model.save_pretrained(path, metadata={"step": step, **metadata})
     if keep > 0:
         steps = sorted(run.snapshots.glob("step-*"))
