@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="diffusion run folder, pipeline folder or converted checkpoint",
     )
     p.add_argument(
-        "--host", default="127.0.0.1", help="address to bind (default: this machine only)"
+        "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"
     )
     p.add_argument("--port", type=int, default=7860)
     p.add_argument("--device", default="auto", help="auto (CUDA when there is one), cpu, cuda:N")
