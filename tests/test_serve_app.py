@@ -4,6 +4,7 @@ video loads); `--help` and the errors for a missing or wrong `--model`."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -48,7 +49,7 @@ def _frames(path: str) -> int:
 
 def test_api_has_the_two_named_endpoints(client) -> None:
     endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
-    assert set(endpoints) == {"/sample", "/continue"}
+    assert set(endpoints) == {"/sample", "/continue", "/cancel"}
     names = [p["parameter_name"] for p in endpoints["/sample"]["parameters"]]
     assert names[:3] == ["num", "frames", "sampler"] and "progress" not in names
     assert all(p["parameter_has_default"] for p in endpoints["/sample"]["parameters"])
@@ -89,6 +90,20 @@ def test_bad_uploads_get_a_message_and_the_server_keeps_answering(client, server
     assert server.alive()
     _, files, _ = client.predict(steps=2, api_name="/sample")
     assert _frames(files[0]) == CLIP
+
+
+def test_cancel_stops_a_long_job_and_frees_the_queue(client) -> None:
+    # 16 clips of 1000 DDPM steps: a minute or more on a CPU unless it is stopped
+    job = client.submit(num=1, frames=64, sampler="ddpm", api_name="/sample")
+    deadline = time.monotonic() + 30
+    while job.status().code.name != "PROGRESS" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    started = time.monotonic()
+    client.predict(api_name="/cancel")
+    with pytest.raises(gradio_client.exceptions.AppError, match="Cancelled"):
+        job.result(timeout=30)
+    _, files, _ = client.predict(steps=2, api_name="/sample")
+    assert _frames(files[0]) == CLIP and time.monotonic() - started < 20
 
 
 def test_the_page_generates_a_playable_video_in_a_browser(server, tmp_path) -> None:

@@ -2,7 +2,7 @@
 
 The two actions are named endpoints, `/sample` and `/continue`; every input has a default, so
 `Client(url).predict(api_name="/sample")` and `predict(handle_file(video), api_name="/continue")`
-work as they are. Jobs share one queue slot (`concurrency_id="model"`): one runs at a time, the
+work as they are; `/cancel` stops the running job. Jobs share one queue slot (`concurrency_id="model"`): one runs at a time, the
 rest wait their turn. Errors a user can cause come back as a message, the server keeps going.
 """
 
@@ -199,10 +199,17 @@ def build_app(studio: Studio, model_dir: str | Path) -> Any:
             refresh.click(
                 lambda: model_card(studio.pipe, model_dir), None, card_md, api_visibility="private"
             )
-        for button in (cancel, c_cancel):
+
+        def cancel_job() -> None:
+            """Stop the running job at its next denoising step."""
+            studio.cancel()
+
+        for button, api in ((cancel, "public"), (c_cancel, "private")):
+            # Gradio's own cancel frees the queue slot but cannot stop a function running in a
+            # thread; the studio's flag stops the job itself. Also the API's /cancel.
             button.click(
-                studio.cancel, None, None, cancels=[sample_event, continue_event],
-                queue=False, api_visibility="private",
+                cancel_job, None, None, cancels=[sample_event, continue_event], queue=False,
+                api_name="cancel" if api == "public" else None, api_visibility=api,
             )  # fmt: skip
     return demo
 
