@@ -63,6 +63,7 @@ class Server:
     def __init__(self, model: Path, out: Path, *extra: str, start_timeout: float = 90):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.out = out
         self.log = out.parent / "serve.log"
         argv = [sys.executable, "-m", "pvdm", "serve", "--model", str(model)]
         argv += ["--port", str(self.port), "--out", str(out), *extra]

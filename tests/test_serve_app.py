@@ -5,9 +5,12 @@ video loads); `--help` and the errors for a missing or wrong `--model`."""
 from __future__ import annotations
 
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
+import torch
 from browser_helpers import CHROMIUM, NO_CHROMIUM, Browser
 from serve_helpers import Server, tiny_run, video_file
 from train_helpers import run_pvdm
@@ -112,7 +115,19 @@ def test_the_page_generates_a_playable_video_in_a_browser(server, tmp_path) -> N
     with Browser(tmp_path / "chromium", width=1280, height=1100) as browser:
         browser.open(server.url)
         browser.wait_for("document.querySelector('#generate') !== null", timeout=60)
+        frames = "document.querySelector('#frames input[type=number]')"
+        browser.evaluate(
+            f"(() => {{ const i = {frames}; i.value = 64; "
+            "for (const e of ['input', 'change']) i.dispatchEvent(new Event(e, {bubbles: true})); })()"
+        )
         browser.click("document.querySelector('#generate')")
+        # a long video: 16 clips, and the progress bar says which one is being sampled
+        progress = browser.wait_for(
+            r"(document.body.innerText.match(/clip \d+\/16 - [\d.]+%/) || [null])[0]",
+            30,
+            every=0.05,
+        )
+        assert progress.startswith("clip ")
         videos = browser.wait_for(
             """(() => { const v = [...document.querySelectorAll('video')]
                   .filter(x => x.readyState >= 2 && !x.error);
@@ -120,7 +135,7 @@ def test_the_page_generates_a_playable_video_in_a_browser(server, tmp_path) -> N
             timeout=60,
         )
         assert "sample-0.mp4" in videos[0]["src"] and videos[0]["src"].startswith(server.url)
-        assert videos[0]["duration"] == pytest.approx(CLIP / FPS, abs=0.05)
+        assert videos[0]["duration"] == pytest.approx(64 / FPS, abs=0.05)
         settings = browser.wait_for(
             "document.querySelector('.json-holder, [data-testid=\"json\"]')?.innerText", 10
         )
@@ -129,9 +144,37 @@ def test_the_page_generates_a_playable_video_in_a_browser(server, tmp_path) -> N
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_only_the_output_folder_is_served(server, client, model) -> None:
+    _, files, _ = client.predict(steps=2, api_name="/sample")
+    written = sorted(server.out.rglob("sample-0.mp4"))[-1]
+    assert written.read_bytes() == Path(files[0]).read_bytes()
+
+    def status(path: Path) -> int:
+        try:
+            with urllib.request.urlopen(f"{server.url}/gradio_api/file={path}", timeout=10) as r:
+                return r.status
+        except urllib.error.HTTPError as e:
+            return e.code
+
+    assert status(written) == 200
+    for path in (
+        model / "config.yaml",
+        model / "pipeline.json",
+        Path(__file__),
+        Path("/etc/passwd"),
+    ):
+        assert status(path) in (403, 404), path
+
+
 def test_only_localhost_is_bound_by_default(server) -> None:
     log = server.log.read_text()
     assert f"on http://127.0.0.1:{server.port}" in log and "gradio.live" not in log
+
+
+def test_a_port_in_use_is_one_clear_error(server, model) -> None:
+    proc = run_pvdm("serve", "--model", str(model), "--port", str(server.port), check=False)
+    assert proc.returncode == 2 and f"cannot serve on 127.0.0.1:{server.port}" in proc.stderr
+    assert "Traceback" not in proc.stderr and server.alive()
 
 
 def test_help() -> None:
@@ -141,7 +184,7 @@ def test_help() -> None:
     assert "127.0.0.1" in out
 
 
-def test_missing_or_wrong_model_is_one_clear_error(tmp_path) -> None:
+def test_missing_or_wrong_model_is_one_clear_error(model, tmp_path) -> None:
     proc = run_pvdm("serve", "--model", str(tmp_path / "nope"), check=False)
     assert proc.returncode == 2 and "nope does not exist" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -149,3 +192,6 @@ def test_missing_or_wrong_model_is_one_clear_error(tmp_path) -> None:
     proc = run_pvdm("serve", "--model", str(tmp_path / "empty"), check=False)
     assert proc.returncode == 2 and "is not a pvdm pipeline" in proc.stderr
     assert "Traceback" not in proc.stderr
+    if not torch.cuda.is_available():
+        proc = run_pvdm("serve", "--model", str(model), "--device", "cuda", check=False)
+        assert proc.returncode == 2 and "no CUDA device" in proc.stderr

@@ -38,6 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    import importlib.util
     import tempfile
 
     from pvdm.errors import PvdmError
@@ -48,9 +49,8 @@ def _serve(args: argparse.Namespace) -> int:
             f"--model {model} does not exist; give a diffusion run folder, a pipeline folder, "
             "or a folder from `pvdm convert official`"
         )
-    from pvdm.serve.app import build_app, import_gradio, launch
-
-    import_gradio()  # fail before loading the model when the extra is missing
+    if importlib.util.find_spec("gradio") is None:  # checked before the slow model load
+        raise PvdmError('pvdm serve needs Gradio; install the app extra: pip install -e ".[app]"')
     import torch
 
     from pvdm.diffusion.pipeline import PVDMPipeline
@@ -58,14 +58,26 @@ def _serve(args: argparse.Namespace) -> int:
 
     device = "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device
     device = "cpu" if device == "auto" else device
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise PvdmError(f"--device {device}: this machine has no CUDA device; use --device cpu")
     pipe = PVDMPipeline.from_pretrained(model, device=device)
+
+    from pvdm.serve.app import build_app, launch
+
     out = args.out or Path(tempfile.mkdtemp(prefix="pvdm-serve-"))
     studio = Studio(pipe, out, fps=args.fps)
     demo = build_app(studio, model)
     url = f"http://{args.host}:{args.port}"
-    print(f"serving {model} on {url} (device {pipe.device}; videos in {out}); Ctrl-C stops")
-    launch(
-        demo, studio, host=args.host, port=args.port, share=args.share,
-        max_upload_mb=args.max_upload_mb,
-    )  # fmt: skip
+    try:
+        launch(
+            demo, studio, host=args.host, port=args.port, share=args.share,
+            max_upload_mb=args.max_upload_mb, on_ready=lambda: print(
+                f"serving {model} on {url} (device {pipe.device}; videos in {out}); Ctrl-C stops",
+                flush=True,
+            ),
+        )  # fmt: skip
+    except OSError as e:
+        raise PvdmError(
+            f"cannot serve on {args.host}:{args.port} ({e}); choose another --port"
+        ) from None
     return 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -148,7 +149,7 @@ def build_app(studio: Studio, model_dir: str | Path) -> Any:
             with gr.Row():
                 num = gr.Slider(1, lim.max_videos, value=1, step=1, label="videos")
                 frames = gr.Slider(
-                    1, lim.max_frames, value=clip, step=1, label="frames per video",
+                    1, lim.max_frames, value=clip, step=1, label="frames per video", elem_id="frames",
                     info=f"{clip} = one clip; more makes a long video",
                 )  # fmt: skip
             with gr.Row(visible=classes is not None):
@@ -168,6 +169,7 @@ def build_app(studio: Studio, model_dir: str | Path) -> Any:
                 [num, frames, sampler, steps, eta, seed, label, class_guidance, guidance],
                 [gallery, files, info],
                 api_name="sample",
+                show_progress_on=gallery,
                 concurrency_id="model",
                 concurrency_limit=1,
             )
@@ -190,6 +192,7 @@ def build_app(studio: Studio, model_dir: str | Path) -> Any:
                 [upload, add, c_sampler, c_steps, c_eta, c_seed, c_guidance],
                 [given, continued, c_info],
                 api_name="continue",
+                show_progress_on=continued,
                 concurrency_id="model",
                 concurrency_limit=1,
             )
@@ -222,11 +225,11 @@ def launch(
     port: int = 7860,
     share: bool = False,
     max_upload_mb: int = 200,
-    block: bool = True,
-) -> Any:
-    """Serve the page: one queue slot, only the studio's output folder served."""
+    on_ready: Callable[[], None] | None = None,
+) -> None:
+    """Serve the page until Ctrl-C: one queue slot, only the studio's output folder served."""
     demo.queue(default_concurrency_limit=1, max_size=32)
-    return demo.launch(
+    demo.launch(
         server_name=host,
         server_port=port,
         share=share,
@@ -235,6 +238,9 @@ def launch(
         ssr_mode=False,
         show_error=True,
         quiet=True,
-        prevent_thread_lock=not block,
+        prevent_thread_lock=True,
         footer_links=["api"],
     )
+    if on_ready is not None:
+        on_ready()
+    demo.block_thread()
