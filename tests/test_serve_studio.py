@@ -186,3 +186,39 @@ def test_model_card_shows_training_classes_and_results(pipe, run) -> None:
     for name in ("metric-fvd2048_16f.jsonl", "quality-ladder.jsonl"):
         (run / name).unlink()
     assert "No `metric-*.jsonl` results" in model_card(pipe, run)
+
+
+def test_a_converted_official_checkpoint_is_served(tmp_path) -> None:
+    """`pvdm convert official` output (small golden weights) samples and has a model card."""
+    import yaml
+    from safetensors.torch import load_file
+
+    from pvdm.cli import main
+
+    golden = Path(__file__).resolve().parents[1] / ".." / "shared" / "golden" / "official"
+    if not (golden / "unet_small.safetensors").is_file():
+        pytest.skip(f"golden official weights absent: {golden}")
+    configs = json.loads((golden / "configs.json").read_text())["configs"]
+    ae = configs["autoencoder_small"]
+    blocks = {
+        "autoencoder": {
+            "model": {"params": {"embed_dim": ae["embed_dim"], "ddconfig": ae["ddconfig"]}}
+        },
+        "unet": {"model": {"params": {"unet_config": configs["unet_small"]}}},
+    }
+    args = ["convert", "official", "--out", str(tmp_path / "official")]
+    for kind, flag in (("autoencoder", "--autoencoder"), ("unet", "--unet")):
+        state = load_file(golden / f"{kind}_small.safetensors")
+        pth = tmp_path / f"{kind}.pth"
+        torch.save({k[6:]: v.float() for k, v in state.items() if k.startswith("state.")}, pth)
+        (tmp_path / f"{kind}.yaml").write_text(yaml.safe_dump(blocks[kind]))
+        config_flag = "--ae-config" if kind == "autoencoder" else "--unet-config"
+        args += [flag, str(pth), config_flag, str(tmp_path / f"{kind}.yaml")]
+    assert main(args) == 0
+    pipe = PVDMPipeline.from_pretrained(tmp_path / "official")
+    result = Studio(pipe, tmp_path / "out").sample(steps=2)
+    video = read_video(result.videos[0])
+    assert video.shape[1] == pipe.clip_frames == 16
+    card = model_card(pipe, tmp_path / "official")
+    assert "| classes | none (unconditional) |" in card and "training steps" not in card
+    assert f"16 frames per clip at {pipe.autoencoder.config.resolution}x" in card
