@@ -139,7 +139,8 @@ def build_app(studio: Studio, model_dir: str | Path) -> Any:
         )
         return sampler, steps, eta, seed, guidance
 
-    with gr.Blocks(title="pvdm serve", analytics_enabled=False) as demo:
+    # uploads and Gradio's copies of the outputs older than a day go, checked every hour
+    with gr.Blocks(title="pvdm serve", analytics_enabled=False, delete_cache=(3600, 86400)) as demo:
         gr.Markdown(
             f"## pvdm · {Path(model_dir).name}\n"
             f"Clips of {clip} frames at {studio.resolution}x{studio.resolution}; longer videos "
