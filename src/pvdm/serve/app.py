@@ -50,10 +50,13 @@ def build_app(studio: Studio, model_dir: str | Path) -> Any:
     card = model_card(studio.pipe, model_dir)
 
     def on_error(e: Exception) -> Exception:
+        """The message the page shows; a user's mistake is one log line, not a traceback."""
         if isinstance(e, Cancelled):
-            return gr.Error("Cancelled.", title="Cancelled")
+            log.info("job cancelled")
+            return gr.Error("Cancelled.", title="Cancelled", print_exception=False)
         if isinstance(e, PvdmError | ValueError):
-            return gr.Error(str(e))
+            log.info("request refused: %s", e)
+            return gr.Error(str(e), print_exception=False)
         log.exception("job failed")
         return gr.Error(f"the job failed ({type(e).__name__}: {e}); see the server log")
 

@@ -24,11 +24,8 @@ def model_card(pipe: PVDMPipeline, folder: str | Path) -> str:
     unet, ae = pipe.unet, pipe.autoencoder
     ae_cfg = ae.config
     lines = [
-        f"### {folder.name}",
-        "",
-        "| | |",
+        f"| model | `{folder}` |",
         "|---|---|",
-        f"| folder | `{folder}` |",
         f"| device | `{pipe.device}` |",
         f"| video | {ae_cfg.frames} frames per clip at {ae_cfg.resolution}x{ae_cfg.resolution} |",
         f"| UNet | {_millions(unet)} parameters |",
