@@ -51,6 +51,7 @@ def _serve(args: argparse.Namespace) -> int:
         )
     if importlib.util.find_spec("gradio") is None:  # checked before the slow model load
         raise PvdmError('pvdm serve needs Gradio; install the app extra: pip install -e ".[app]"')
+    _check_port(args.host, args.port)
     import torch
 
     from pvdm.diffusion.pipeline import PVDMPipeline
@@ -81,3 +82,19 @@ def _serve(args: argparse.Namespace) -> int:
             f"cannot serve on {args.host}:{args.port} ({e}); choose another --port"
         ) from None
     return 0
+
+
+def _check_port(host: str, port: int) -> None:
+    """Fail before loading the model when the address is taken (the server binds it again)."""
+    import socket
+
+    from pvdm.errors import PvdmError
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            raise PvdmError(
+                f"cannot serve on {host}:{port} ({e.strerror}); choose another --port"
+            ) from None
