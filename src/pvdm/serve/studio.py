@@ -8,9 +8,11 @@ Outputs go to the studio's own folder, one subfolder per job, oldest pruned.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import itertools
 import json
+import os
 import shutil
 import threading
 import time
@@ -280,7 +282,9 @@ class Studio:
         """Run one job: a fresh folder, the progress/cancel hook on the UNet, cleanup."""
         with self._lock:
             self._cancel.clear()
-            folder = self.out_dir / f"job-{next(self._jobs):05d}-{time.strftime('%H%M%S')}"
+            # named by time first, so that pruning by name removes the oldest across restarts
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            folder = self.out_dir / f"job-{stamp}-{os.getpid()}-{next(self._jobs):05d}"
             folder.mkdir(parents=True)
             self._prune()
             total, bounds = sum(calls), list(itertools.accumulate(calls))
@@ -292,10 +296,7 @@ class Studio:
                     raise Cancelled("the job was cancelled")
                 done += 1
                 if progress is not None:
-                    clip = min(
-                        next((i for i, b in enumerate(bounds) if done <= b), num_clips - 1),
-                        num_clips - 1,
-                    )
+                    clip = min(bisect.bisect_left(bounds, done), num_clips - 1)
                     progress(min(done / max(total, 1), 1.0), f"clip {clip + 1}/{num_clips}")
 
             handle = self.pipe.unet.register_forward_hook(hook)
