@@ -118,13 +118,11 @@ def build_app(studio: Studio, model_dir: str | Path) -> Any:
             gr.update(visible=sampler == "ddim"),
         )
 
-    def sampling_controls(prefix: str):
+    def sampling_controls():
         with gr.Row():
-            sampler = gr.Dropdown(
-                SAMPLER_CHOICES, value=DEFAULT_SAMPLER, label="sampler", key=f"{prefix}-sampler"
-            )
+            sampler = gr.Dropdown(SAMPLER_CHOICES, value=DEFAULT_SAMPLER, label="sampler")
             steps = gr.Slider(
-                1, 1000, value=SAMPLER_STEPS[DEFAULT_SAMPLER], step=1, label="steps",
+                1, studio.pipe.schedule.num_timesteps, value=SAMPLER_STEPS[DEFAULT_SAMPLER], step=1, label="steps",
                 info="DDPM always takes every step of the schedule",
             )  # fmt: skip
             eta = gr.Slider(
@@ -135,7 +133,7 @@ def build_app(studio: Studio, model_dir: str | Path) -> Any:
             seed = gr.Number(value=0, precision=0, label="seed", info="video i uses seed + i")
             guidance = gr.Slider(
                 0.0, 4.0, value=0.0, step=0.1, label="frame guidance w",
-                info="official (1 + w) eps(x, c) - w eps(x, 0); clips after the first",
+                info="official (1 + w) eps(x, c) - w eps(x, 0), on clips that continue another",
             )  # fmt: skip
         sampler.change(
             sampler_changed, sampler, [steps, eta], api_visibility="private", queue=False
@@ -161,7 +159,7 @@ def build_app(studio: Studio, model_dir: str | Path) -> Any:
                 class_guidance = gr.Slider(
                     0.0, 10.0, value=0.0, step=0.5, label="class guidance (classifier-free)"
                 )
-            sampler, steps, eta, seed, guidance = sampling_controls("sample")
+            sampler, steps, eta, seed, guidance = sampling_controls()
             with gr.Row():
                 generate = gr.Button("Generate", variant="primary", elem_id="generate")
                 cancel = gr.Button("Cancel", variant="stop", elem_id="cancel")
@@ -183,7 +181,7 @@ def build_app(studio: Studio, model_dir: str | Path) -> Any:
                 1, lim.max_frames, value=2 * clip, step=1, label="frames to add",
                 info=f"the last {clip} frames of your video condition the first new clip",
             )  # fmt: skip
-            c_sampler, c_steps, c_eta, c_seed, c_guidance = sampling_controls("continue")
+            c_sampler, c_steps, c_eta, c_seed, c_guidance = sampling_controls()
             with gr.Row():
                 go = gr.Button("Continue", variant="primary", elem_id="continue")
                 c_cancel = gr.Button("Cancel", variant="stop", elem_id="continue-cancel")
