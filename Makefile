@@ -1,5 +1,6 @@
 # The two commands of the README: `make demo` (the main job) and `make test` (lint, format check,
-# tests). Both create .venv and install pvdm into it on first use.
+# tests). Both create .venv and install pvdm into it on first use, with the `app` extra (Gradio,
+# for `pvdm serve`) so that the tests cover the browser app.
 VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
@@ -9,7 +10,7 @@ BIN := $(VENV)/bin
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev,app]"
 	touch $@
 
 setup: $(VENV)/.installed

@@ -4,7 +4,6 @@ report opens in a real headless browser (Debian's Chromium) with every image and
 from __future__ import annotations
 
 import json
-import shutil
 import signal
 import subprocess
 import sys
@@ -12,9 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
+from browser_helpers import CHROMIUM, NO_CHROMIUM, chromium_flags
 from train_helpers import pvdm_env
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 CHECK_PAGE = """<!doctype html><html><body>
 <iframe id="report" src="report.html" style="width:1200px;height:6000px"></iframe>
@@ -39,9 +37,7 @@ def browser_check(report: Path) -> dict:
     check = report.parent / "_check.html"
     check.write_text(CHECK_PAGE)
     flags = [
-        "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        "--disable-quic", f"--user-data-dir={report.parent / '_chromium'}",
+        *chromium_flags(report.parent / "_chromium"),
         "--allow-file-access-from-files", "--autoplay-policy=no-user-gesture-required",
         "--virtual-time-budget=8000", "--dump-dom",
     ]  # fmt: skip
@@ -88,7 +84,7 @@ def test_demo_interrupt_resume_and_report_in_a_browser(tmp_path) -> None:
         assert f"report_files/{name}" in html and (out / "report_files" / name).stat().st_size > 0
 
     if CHROMIUM is None:
-        pytest.skip("chromium is not installed (apt-get install chromium); report not opened")
+        pytest.skip(f"{NO_CHROMIUM}; report not opened")
     result = browser_check(report)
     assert result["images"] and all(i["ok"] for i in result["images"]), result
     assert result["videos"] and all(v["ok"] for v in result["videos"]), result

@@ -9,7 +9,8 @@ To fit a CPU test they are changed only in size, never in kind:
 - training gets `--max-steps 2` and a tiny model (or, with `--init`, the initial model's own
   architecture), random-weight VGG16/I3D/C3D files stand in for the pretrained detectors;
 - sample counts, sampler steps and process counts are cut (`--num 2`, `--steps 2`, 2 processes);
-- `pvdm demo` runs in tests/test_demo_report.py; a multi-node torchrun line is only parsed.
+- `pvdm demo` runs in tests/test_demo_report.py, `pvdm serve` in tests/test_serve_app.py; a
+  multi-node torchrun line is only parsed.
 Python blocks are compiled and their imports checked.
 """
 
@@ -233,6 +234,8 @@ def run_command(command: str, ws: Workspace) -> None:
     build_parser().parse_args(pvdm_args)  # every documented flag exists and parses
     if pvdm_args[0] == "demo":
         return  # run for real by tests/test_demo_report.py
+    if pvdm_args[0] == "serve":
+        return  # a server that runs until stopped: run for real by tests/test_serve_app.py
     if argv[0] == "torchrun" and "--nnodes" in argv:
         return  # multi-node: parsing is what can be checked on one machine
     args = shrink(pvdm_args, ws)

@@ -16,7 +16,15 @@ from pvdm import __version__
 from pvdm.errors import PvdmError
 
 # Subcommand modules, in the order `pvdm --help` lists them.
-COMMAND_MODULES: tuple[str, ...] = ("demo", "data", "train", "generate", "evaluate", "convert")
+COMMAND_MODULES: tuple[str, ...] = (
+    "demo",
+    "data",
+    "train",
+    "generate",
+    "evaluate",
+    "convert",
+    "serve",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
