@@ -50,3 +50,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("pvdm: interrupted", file=sys.stderr)
         return 130
+    except OSError as e:
+        message = os_error_message(e)
+        if message is None:
+            raise
+        print(f"pvdm: error: {message}", file=sys.stderr)
+        return 1
+    except RuntimeError as e:  # torch.save reports a full disk as a RuntimeError
+        if not any(s in str(e) for s in _DISK_FULL_TEXTS):
+            raise
+        print(f"pvdm: error: the disk is full ({str(e).splitlines()[0]}); {_FREE}", file=sys.stderr)
+        return 1
+
+
+_FREE = "free disk space and run the same command again (training resumes from its last state)"
+_DISK_FULL_TEXTS = ("No space left on device", "file write failed", "Disk quota exceeded")
+
+
+def os_error_message(e: OSError) -> str | None:
+    """One sentence for a file-system error a user can cause, or None for anything else."""
+    import errno
+
+    where = f" ({e.filename})" if e.filename else ""
+    reason = e.strerror or str(e)
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"{reason}{where}; {_FREE}"
+    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"{reason}{where}; choose a path you can write to or fix its permissions"
+    if e.errno == errno.ELOOP:
+        return f"{reason}{where}: a symbolic link points to itself; remove or fix it"
+    if e.errno in (errno.EISDIR, errno.ENOTDIR, errno.EEXIST, errno.ENOENT) and e.filename:
+        return f"{reason}{where}; check the path and run again"
+    return None

@@ -33,6 +33,23 @@ def add_run_args(parser: argparse.ArgumentParser, presets: list[str]) -> None:
     parser.add_argument(
         "--print-config", action="store_true", help="print the resolved config and exit"
     )
+    parser.add_argument(
+        "--restart",
+        action="store_true",
+        help="start again from step 0 when every saved training state is unreadable",
+    )
+
+
+def training_lock(outdir: Path):
+    """The run-folder lock (see pvdm.runlock); under torchrun only rank 0 takes it."""
+    import contextlib
+    import os
+
+    from pvdm.runlock import run_lock
+
+    if int(os.environ.get("RANK", "0")) != 0:
+        return contextlib.nullcontext()
+    return run_lock(outdir)
 
 
 def resolve_run_config(cls: type, presets: dict[str, Any], args: argparse.Namespace) -> Any:

@@ -36,7 +36,9 @@ def _demo(args: argparse.Namespace) -> int:
             args.out, minutes=args.minutes, data=args.data, seed=args.seed, i3d=args.i3d
         )
     except DemoInterrupted as e:
+        from pvdm.train.interrupt import stop_exit_code
+
         print(f"pvdm demo: {e}")
-        return 130
+        return stop_exit_code() or 130
     print(f"report: {report}")
     return 0

@@ -162,12 +162,10 @@ def _continue(args: argparse.Namespace) -> int:
 
 def load_video_for_model(path: Path, resolution: int):
     """A user's video as uint8 [C, T, H, W], centre-cropped and resized like training data."""
-    from einops import rearrange
+    from pvdm.data import read_video
 
-    from pvdm.data import center_crop_resize, read_video
-
-    frames = read_video(path)  # [C, T, H, W] at its own size
-    return center_crop_resize(rearrange(frames, "c t h w -> t h w c"), resolution)
+    # each frame is cropped and resized as it decodes: memory follows the model's resolution
+    return read_video(path, resolution=resolution)
 
 
 def _reconstruct(args: argparse.Namespace) -> int:

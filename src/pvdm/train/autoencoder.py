@@ -108,9 +108,12 @@ def heldout_psnr(
 
 
 def train_autoencoder(
-    cfg: AutoencoderRunConfig, outdir: str | Path, init: str | None = None
+    cfg: AutoencoderRunConfig, outdir: str | Path, init: str | None = None, restart: bool = False
 ) -> Path:
-    """Train (or resume) an autoencoder in `outdir`; returns the run folder."""
+    """Train (or resume) an autoencoder in `outdir`; returns the run folder.
+
+    `restart` starts from step 0 when every saved training state is unreadable (else an error).
+    """
     info = init_distributed(cfg.train.device)
     run = RunFolder(outdir)
     prepare_run(run, cfg, info)
@@ -163,7 +166,7 @@ def train_autoencoder(
             ema.load_state_dict(state["ema"])
         guard.update(state["guard"])
 
-    state = load_latest_training_state(run)
+    state = load_latest_training_state(run, restart=restart)
     if state is not None:
         load_state(state)
         step = int(state["step"])

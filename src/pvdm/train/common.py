@@ -45,6 +45,15 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def same_value(a: Any, b: Any) -> bool:
+    """Equality of config values in which NaN equals NaN (and [nan] equals [nan])."""
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(same_value(x, y) for x, y in zip(a, b))
+    return a == b
+
+
 def prepare_run(run: RunFolder, cfg: Any, info: DistInfo) -> None:
     """Create the run folder, check a resumed run's config, write the resolved config, log to file.
 
@@ -54,7 +63,9 @@ def prepare_run(run: RunFolder, cfg: Any, info: DistInfo) -> None:
     if run.config.is_file():
         saved = _flatten(config_to_dict(load_config(type(cfg), run.config)))
         now = _flatten(config_to_dict(cfg))
-        changed = [k for k in now if saved.get(k) != now[k] and k not in RESUMABLE_CHANGES]
+        changed = [
+            k for k in now if not same_value(saved.get(k), now[k]) and k not in RESUMABLE_CHANGES
+        ]
         if changed:
             details = "; ".join(f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in changed[:5])
             raise ConfigError(

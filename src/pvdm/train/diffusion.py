@@ -123,8 +123,11 @@ class EncodedBatches:
         return z, c, batch["label"].to(device)
 
 
-def train_diffusion(cfg: DiffusionRunConfig, outdir: str | Path) -> Path:
-    """Train (or resume) a diffusion model in `outdir`; returns the run folder."""
+def train_diffusion(cfg: DiffusionRunConfig, outdir: str | Path, restart: bool = False) -> Path:
+    """Train (or resume) a diffusion model in `outdir`; returns the run folder.
+
+    `restart` starts from step 0 when every saved training state is unreadable (else an error).
+    """
     info = init_distributed(cfg.train.device)
     if not cfg.autoencoder:
         raise ConfigError("train-diffusion needs --autoencoder (a run folder or checkpoint)")
@@ -176,7 +179,7 @@ def train_diffusion(cfg: DiffusionRunConfig, outdir: str | Path) -> Path:
     scaler = make_scaler(tc.precision, device)
     ema = EMA(unet, tc.ema_decay, tc.ema_every) if tc.use_ema else None
 
-    state = load_latest_training_state(run)
+    state = load_latest_training_state(run, restart=restart)
     step = 0
     if state is not None:
         unet.load_state_dict(state["model"])
