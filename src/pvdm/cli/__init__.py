@@ -45,7 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except PvdmError as e:
-        print(f"pvdm: error: {e}", file=sys.stderr)
+        print(f"pvdm: error: {one_line(str(e))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("pvdm: interrupted", file=sys.stderr)
@@ -65,6 +65,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 _FREE = "free disk space and run the same command again (training resumes from its last state)"
 _DISK_FULL_TEXTS = ("No space left on device", "file write failed", "Disk quota exceeded")
+
+
+def one_line(message: str) -> str:
+    """The user's message of an error, also when a DataLoader worker wrapped it in its traceback
+    ("Caught DataError in DataLoader worker process 0. Original Traceback ... DataError: text")."""
+    if message.startswith("Caught ") and "Original Traceback" in message:
+        last = [line for line in message.splitlines() if line.strip()][-1]
+        name, sep, text = last.partition(": ")
+        if sep and " " not in name:
+            return text
+    return message
 
 
 def os_error_message(e: OSError) -> str | None:

@@ -55,8 +55,14 @@ def training_lock(outdir: Path):
 def resolve_run_config(cls: type, presets: dict[str, Any], args: argparse.Namespace) -> Any:
     """The run config the flags describe (see the module docstring)."""
     from pvdm.config import apply_overrides, config_from_dict, config_to_dict, load_config
+    from pvdm.errors import ConfigError
 
     saved = args.outdir / "config.yaml"
+    if args.config is not None and args.preset is not None:
+        raise ConfigError(
+            "give --preset or --config, not both (a config file holds every setting; change "
+            "single values with --set)"
+        )
     if args.config is not None:
         cfg = load_config(cls, args.config)
     elif args.preset is None and saved.is_file():
@@ -74,3 +80,22 @@ def resolve_run_config(cls: type, presets: dict[str, Any], args: argparse.Namesp
         overrides.append(f"train.seed={args.seed}")
     cfg = apply_overrides(cfg, [*overrides, *args.set])
     return config_from_dict(cls, config_to_dict(cfg))  # validate every section
+
+
+def load_autoencoder(path: str, flag: str):
+    """The autoencoder a flag names (run folder, snapshot or file), refusing other model types."""
+    from pvdm.errors import CheckpointError
+    from pvdm.models import load_model, read_header
+    from pvdm.train.snapshots import resolve_snapshot
+
+    resolved = resolve_snapshot(path)
+    kind = read_header(resolved).get("model_type")
+    if kind != "autoencoder":
+        hint = ""
+        if (Path(path) / "autoencoder" / "config.json").is_file():
+            hint = f" (its autoencoder is {Path(path) / 'autoencoder'})"
+        raise CheckpointError(
+            f"{flag} {path} holds a '{kind}' model, not an autoencoder{hint}; give an "
+            "autoencoder run folder or snapshot"
+        )
+    return load_model(resolved)

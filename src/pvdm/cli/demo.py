@@ -25,9 +25,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    import math
+
     from pvdm.demo import DemoInterrupted, run_demo
 
-    if args.minutes <= 0:
+    if not (math.isfinite(args.minutes) and args.minutes > 0):
         from pvdm.errors import ConfigError
 
         raise ConfigError(f"--minutes must be positive, got {args.minutes}")

@@ -99,16 +99,16 @@ def _train_diffusion(args: argparse.Namespace) -> int:
 def _cache_latents(args: argparse.Namespace) -> int:
     import torch
 
+    from pvdm.cli.common import load_autoencoder
     from pvdm.config import apply_overrides
     from pvdm.data import DataConfig, open_dataset
     from pvdm.diffusion.cache import build_latent_cache
-    from pvdm.models import load_model
     from pvdm.train.distributed import resolve_device
     from pvdm.train.snapshots import resolve_snapshot
 
     device = resolve_device(args.device)
     ae_path = resolve_snapshot(args.autoencoder)
-    ae = load_model(ae_path).to(device)
+    ae = load_autoencoder(args.autoencoder, "--autoencoder").to(device)
     frames = ae.config.frames
     data = apply_overrides(
         DataConfig(

@@ -356,6 +356,17 @@ def _init_weights(model: TriplaneAutoencoder, path: str) -> None:
     source = load_model(resolve_snapshot(path))
     if not isinstance(source, TriplaneAutoencoder):
         raise PvdmError(f"--init {path} is not an autoencoder checkpoint")
+    own = model.state_dict()
+    misshaped = [
+        f"{k} {tuple(v.shape)} (this model: {tuple(own[k].shape)})"
+        for k, v in source.state_dict().items()
+        if k in own and v.shape != own[k].shape
+    ]
+    if misshaped:
+        raise PvdmError(
+            f"--init {path} does not fit this model ({len(misshaped)} mis-shaped tensors, e.g. "
+            f"{misshaped[0]}): use the model settings (width, depth, ...) it was trained with"
+        )
     missing = model.load_state_dict(source.state_dict(), strict=False)
     if missing.missing_keys or missing.unexpected_keys:
         raise PvdmError(

@@ -23,7 +23,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from pvdm.config import config_to_dict
 from pvdm.data import DataConfig, make_loader, open_dataset, to_model_range
-from pvdm.diffusion.cache import LatentCache, is_latent_cache
+from pvdm.diffusion.cache import LatentCache, is_latent_cache, model_fingerprint
 from pvdm.diffusion.pipeline import PVDMPipeline, write_pipeline_file
 from pvdm.diffusion.schedule import DiffusionConfig, NoiseSchedule, diffusion_loss
 from pvdm.errors import ConfigError
@@ -139,6 +139,11 @@ def train_diffusion(cfg: DiffusionRunConfig, outdir: str | Path, restart: bool =
 
     ae_path = resolve_snapshot(cfg.autoencoder)
     autoencoder = load_model(ae_path).to(device).eval().requires_grad_(False)
+    if getattr(autoencoder, "model_type", None) != "autoencoder":
+        raise ConfigError(
+            f"autoencoder {cfg.autoencoder} holds a '{getattr(autoencoder, 'model_type', '?')}' "
+            "model, not an autoencoder; give the autoencoder's run folder or snapshot"
+        )
     if info.is_main and not (run.root / "autoencoder" / "config.json").is_file():
         # the run keeps its own copy, so `pvdm sample --model RUN` needs nothing else
         autoencoder.save_pretrained(run.root / "autoencoder")
@@ -148,6 +153,13 @@ def train_diffusion(cfg: DiffusionRunConfig, outdir: str | Path, restart: bool =
     if cached:
         cache = LatentCache(cfg.data.path)
         classes = cache.classes
+        recorded = cache.manifest.get("autoencoder_fingerprint")
+        if recorded is not None and recorded != model_fingerprint(autoencoder):
+            raise ConfigError(
+                f"the latent cache {cfg.data.path} was encoded with another autoencoder than "
+                f"{cfg.autoencoder} (recorded: {cache.manifest.get('autoencoder', '?')}); give "
+                "that autoencoder, or rebuild the cache with `pvdm cache-latents`"
+            )
         source: Any = CachedBatches(cache, local_batch, tc.seed, info.rank, info.world_size)
     else:
         dataset = open_dataset(cfg.data, clip_frames=2 * frames)
@@ -167,6 +179,12 @@ def train_diffusion(cfg: DiffusionRunConfig, outdir: str | Path, restart: bool =
         source = EncodedBatches(loader_factory, autoencoder, frames, tc.precision)
     if cfg.model.num_classes is not None and not classes:
         raise ConfigError("model.num_classes is set but the data has no class labels")
+    if cfg.model.num_classes is not None and len(classes) > cfg.model.num_classes:
+        # label num_classes is the null token: a smaller count silently merges classes into it
+        raise ConfigError(
+            f"the data has {len(classes)} classes but model.num_classes is "
+            f"{cfg.model.num_classes}; set model.num_classes={len(classes)}"
+        )
     if info.is_main:
         write_pipeline_file(run.root, ".", "autoencoder", classes, schedule=_schedule_args(dc))
 
