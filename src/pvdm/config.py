@@ -222,7 +222,10 @@ def load_config(cls: type[T], path: str | Path) -> T:
         data = json.loads(text) if fmt == "json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as e:
         raise ConfigError(f"cannot parse config file {path}: {e}") from None
-    return config_from_dict(cls, data or {})
+    try:
+        return config_from_dict(cls, data or {})
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
 
 
 def _format(path: Path) -> Literal["yaml", "json"]:

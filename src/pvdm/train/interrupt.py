@@ -18,8 +18,12 @@ _stopped_by: int | None = None  # the signal that stopped the last training loop
 
 
 def stop_exit_code() -> int:
-    """0, or 128 + the signal number when the last training loop was stopped by a signal."""
-    return 128 + _stopped_by if _stopped_by is not None else 0
+    """0, or 128 + the signal number when the last training loop was stopped by a signal
+    (read once: the next call says 0 until another loop is stopped)."""
+    global _stopped_by
+    code = 128 + _stopped_by if _stopped_by is not None else 0
+    _stopped_by = None
+    return code
 
 
 class StopRequest:
