@@ -316,3 +316,16 @@ def test_absurd_frame_sizes_are_refused(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(decode, "MAX_FRAME_PIXELS", 32 * 32 - 1)
     with pytest.raises(ReadError, match="32x32 are too large"):
         decode.probe(path)
+
+
+def test_skip_warnings_print_once_per_video(tmp_path, caplog) -> None:
+    from pvdm.data import DataConfig, open_dataset, write_video
+
+    write_video(tmp_path / "good.mp4", torch.zeros(3, 8, 16, 16, dtype=torch.uint8))
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    cfg = DataConfig(path=str(tmp_path), resolution=16, frames=4)
+    with caplog.at_level(logging.WARNING):
+        open_dataset(cfg)
+        open_dataset(cfg)  # e.g. the held-out split of a folder without splits
+    skips = [r for r in caplog.records if r.getMessage().startswith("skipping")]
+    assert len(skips) == 1 and "empty.mp4" in skips[0].getMessage()

@@ -56,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"pvdm: error: {message}", file=sys.stderr)
         return 1
-    except RuntimeError as e:  # torch.save reports a full disk as a RuntimeError
+    except Exception as e:  # torch.save and safetensors report a full disk in their own types
         if not any(s in str(e) for s in _DISK_FULL_TEXTS):
             raise
         print(f"pvdm: error: the disk is full ({str(e).splitlines()[0]}); {_FREE}", file=sys.stderr)
@@ -64,7 +64,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 _FREE = "free disk space and run the same command again (training resumes from its last state)"
-_DISK_FULL_TEXTS = ("No space left on device", "file write failed", "Disk quota exceeded")
+_DISK_FULL_TEXTS = (
+    "No space left on device",
+    "file write failed",
+    "Disk quota exceeded",
+    "StorageFull",
+)
 
 
 def one_line(message: str) -> str:

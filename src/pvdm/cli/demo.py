@@ -33,10 +33,13 @@ def _demo(args: argparse.Namespace) -> int:
         from pvdm.errors import ConfigError
 
         raise ConfigError(f"--minutes must be positive, got {args.minutes}")
+    from pvdm.runlock import run_lock
+
     try:
-        report = run_demo(
-            args.out, minutes=args.minutes, data=args.data, seed=args.seed, i3d=args.i3d
-        )
+        with run_lock(args.out, "--out"):  # one demo per folder at a time
+            report = run_demo(
+                args.out, minutes=args.minutes, data=args.data, seed=args.seed, i3d=args.i3d
+            )
     except DemoInterrupted as e:
         from pvdm.train.interrupt import stop_exit_code
 

@@ -166,17 +166,25 @@ class VideoDataset(Dataset):
         )
 
 
+# (path, reason) pairs already warned about: a command that opens the same videos twice (the
+# training split and the held-out split, a split and its fallback) warns once per video.
+_WARNED: set[tuple[str, str]] = set()
+
+
 def open_dataset(
     cfg: DataConfig, *, clip_frames: int | None = None, split: str | None = None
 ) -> VideoDataset:
     """The dataset `cfg` describes, clips of `clip_frames` (default `cfg.frames`) frames.
 
-    Unusable videos are skipped with one warning each; no usable video is a `DataError`.
+    Unusable videos are skipped with one warning each (once per process); no usable video is a
+    `DataError`.
     """
     dataset = build_dataset(cfg, clip_frames=clip_frames, split=split)
-    for path, reason in dataset.skipped:
+    fresh = [(p, r) for p, r in dataset.skipped if (str(p), r) not in _WARNED]
+    for path, reason in fresh:
         log.warning("skipping %s: %s", path, reason)
-    if dataset.skipped:
+        _WARNED.add((str(path), reason))
+    if fresh:
         log.warning(
             "%d of %d videos skipped, %d usable",
             len(dataset.skipped),

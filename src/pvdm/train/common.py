@@ -75,9 +75,15 @@ def prepare_run(run: RunFolder, cfg: Any, info: DistInfo) -> None:
     if info.is_main:
         run.create()
         save_config(cfg, run.config)
-        handler = logging.FileHandler(run.log, encoding="utf-8")
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        logging.getLogger("pvdm").addHandler(handler)
+        logger = logging.getLogger("pvdm")
+        target = str(run.log.resolve())
+        if not any(getattr(h, "baseFilename", None) == target for h in logger.handlers):
+            # one handler per log file: a second run in this process (the demo's calibration
+            # and its training) must not write every line twice
+            handler = logging.FileHandler(run.log, encoding="utf-8")
+            fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+            handler.setFormatter(logging.Formatter(fmt))
+            logger.addHandler(handler)
         if logging.getLogger("pvdm").level == logging.NOTSET:
             logging.getLogger("pvdm").setLevel(logging.INFO)
 
