@@ -17,6 +17,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -329,3 +330,14 @@ def test_skip_warnings_print_once_per_video(tmp_path, caplog) -> None:
         open_dataset(cfg)  # e.g. the held-out split of a folder without splits
     skips = [r for r in caplog.records if r.getMessage().startswith("skipping")]
     assert len(skips) == 1 and "empty.mp4" in skips[0].getMessage()
+
+
+def test_self_looping_symlink_in_a_dataset_is_skipped(tmp_path, caplog) -> None:
+    from pvdm.data import DataConfig, open_dataset, write_video
+
+    write_video(tmp_path / "v.mp4", torch.zeros(3, 8, 16, 16, dtype=torch.uint8))
+    os.symlink("loop", tmp_path / "loop")
+    with caplog.at_level(logging.WARNING):
+        dataset = open_dataset(DataConfig(path=str(tmp_path), resolution=16, frames=4))
+    assert [Path(v.path).name for v in dataset.videos] == ["v.mp4"]
+    assert "loop: Too many levels of symbolic links" in caplog.text

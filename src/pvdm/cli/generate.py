@@ -100,9 +100,9 @@ def check_numbers(args: argparse.Namespace) -> None:
     if getattr(args, "steps", None) is not None:
         need(args.steps >= 1, f"--steps must be at least 1, got {args.steps}")
     if getattr(args, "device", "auto") != "auto":
-        from pvdm.train.config import _check_device
+        from pvdm.train.config import check_device
 
-        _check_device(args.device, "--device")
+        check_device(args.device, "--device")
 
 
 def _check_steps(args: argparse.Namespace, num_timesteps: int) -> int:
