@@ -282,3 +282,17 @@ def test_disk_full_during_torch_save_is_one_line(monkeypatch) -> None:
     monkeypatch.setattr(pvdm.cli.train, "_train_autoencoder", full)
     code, _, err = run("train-autoencoder", "--outdir", "x")
     assert code == 1 and err.count("\n") == 1 and err.startswith("pvdm: error: the disk is full")
+
+
+def test_disk_full_anywhere_is_one_line(monkeypatch) -> None:
+    import errno
+
+    import pvdm.cli.generate
+
+    def full(args):  # e.g. PyAV writing a sample, or safetensors writing a cache shard
+        raise OSError(errno.ENOSPC, "No space left on device", "out/sample-0000.mp4")
+
+    monkeypatch.setattr(pvdm.cli.generate, "_sample", full)
+    code, _, err = run("sample", "--model", "m", "--out", "out")
+    assert code == 1 and err.count("\n") == 1
+    assert err.startswith("pvdm: error: No space left on device (out/sample-0000.mp4); free disk")

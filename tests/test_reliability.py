@@ -341,3 +341,22 @@ def test_self_looping_symlink_in_a_dataset_is_skipped(tmp_path, caplog) -> None:
         dataset = open_dataset(DataConfig(path=str(tmp_path), resolution=16, frames=4))
     assert [Path(v.path).name for v in dataset.videos] == ["v.mp4"]
     assert "loop: Too many levels of symbolic links" in caplog.text
+
+
+def test_a_failed_first_start_does_not_pin_the_settings(tmp_path) -> None:
+    from pvdm.config import ConfigError, apply_overrides, load_config
+    from pvdm.train.checkpoint import save_training_state
+    from pvdm.train.common import prepare_run
+    from pvdm.train.diffusion import DiffusionRunConfig
+    from pvdm.train.distributed import DistInfo
+
+    info = DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
+    run = RunFolder(tmp_path / "run")
+    first = apply_overrides(DiffusionRunConfig(), ["train.lr=0.5"])
+    prepare_run(run, first, info)  # ...and the start failed before any step
+    second = apply_overrides(DiffusionRunConfig(), ["train.lr=0.25"])
+    prepare_run(run, second, info)
+    assert load_config(DiffusionRunConfig, run.config).train.lr == 0.25
+    save_training_state(run, 1, _state(1), keep=1)  # now it has trained: settings are fixed
+    with pytest.raises(ConfigError, match="different settings"):
+        prepare_run(run, first, info)

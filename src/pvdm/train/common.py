@@ -58,9 +58,13 @@ def prepare_run(run: RunFolder, cfg: Any, info: DistInfo) -> None:
     """Create the run folder, check a resumed run's config, write the resolved config, log to file.
 
     Re-running a command on an existing run folder resumes it; the resolved config must then
-    equal the saved one except for the settings in RESUMABLE_CHANGES.
+    equal the saved one except for the settings in RESUMABLE_CHANGES. A folder that holds a
+    config but nothing trained (a first start that failed) takes the new settings.
     """
-    if run.config.is_file():
+    trained = bool(run.states()) or any(run.snapshots.glob("*/model.safetensors"))
+    if run.config.is_file() and not trained:
+        log.info("%s holds no training state yet; its saved settings are replaced", run.root)
+    elif run.config.is_file():
         saved = _flatten(config_to_dict(load_config(type(cfg), run.config)))
         now = _flatten(config_to_dict(cfg))
         changed = [

@@ -144,7 +144,8 @@ def train_diffusion(cfg: DiffusionRunConfig, outdir: str | Path, restart: bool =
             f"autoencoder {cfg.autoencoder} holds a '{getattr(autoencoder, 'model_type', '?')}' "
             "model, not an autoencoder; give the autoencoder's run folder or snapshot"
         )
-    if info.is_main and not (run.root / "autoencoder" / "config.json").is_file():
+    fresh = not run.states()  # nothing trained yet: the copy must be this autoencoder
+    if info.is_main and (fresh or not (run.root / "autoencoder" / "config.json").is_file()):
         # the run keeps its own copy, so `pvdm sample --model RUN` needs nothing else
         autoencoder.save_pretrained(run.root / "autoencoder")
     frames = autoencoder.config.frames
