@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -146,12 +147,13 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
         raise wrong
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            return _finite(float(value), where)
         if isinstance(value, str):  # YAML 1.1 reads "1e-4" as a string
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 raise wrong from None
+            return _finite(number, where)
         raise wrong
     if tp is str:
         if isinstance(value, str):
@@ -185,6 +187,14 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
     raise wrong
 
 
+def _finite(value: float, where: str) -> float:
+    # NaN passes every range check (nan <= 0 is False) and is unequal to itself, so a saved
+    # NaN would make the run folder refuse every resume: no config field accepts it.
+    if not math.isfinite(value):
+        raise ConfigError(f"config field '{where}' must be a finite number, got {value}")
+    return value
+
+
 def dump_config(cfg: Any, fmt: Literal["yaml", "json"] = "yaml") -> str:
     """A config as YAML or JSON text."""
     data = config_to_dict(cfg)
@@ -212,7 +222,10 @@ def load_config(cls: type[T], path: str | Path) -> T:
         data = json.loads(text) if fmt == "json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as e:
         raise ConfigError(f"cannot parse config file {path}: {e}") from None
-    return config_from_dict(cls, data or {})
+    try:
+        return config_from_dict(cls, data or {})
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
 
 
 def _format(path: Path) -> Literal["yaml", "json"]:

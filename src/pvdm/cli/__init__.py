@@ -53,8 +53,56 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except PvdmError as e:
-        print(f"pvdm: error: {e}", file=sys.stderr)
+        print(f"pvdm: error: {one_line(str(e))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("pvdm: interrupted", file=sys.stderr)
         return 130
+    except OSError as e:
+        message = os_error_message(e)
+        if message is None:
+            raise
+        print(f"pvdm: error: {message}", file=sys.stderr)
+        return 1
+    except Exception as e:  # torch.save and safetensors report a full disk in their own types
+        if not any(s in str(e) for s in _DISK_FULL_TEXTS):
+            raise
+        print(f"pvdm: error: the disk is full ({str(e).splitlines()[0]}); {_FREE}", file=sys.stderr)
+        return 1
+
+
+_FREE = "free disk space and run the same command again (training resumes from its last state)"
+_DISK_FULL_TEXTS = (
+    "No space left on device",
+    "file write failed",
+    "Disk quota exceeded",
+    "StorageFull",
+)
+
+
+def one_line(message: str) -> str:
+    """The user's message of an error, also when a DataLoader worker wrapped it in its traceback
+    ("Caught DataError in DataLoader worker process 0. Original Traceback ... DataError: text")."""
+    if message.startswith("Caught ") and "Original Traceback" in message:
+        last = [line for line in message.splitlines() if line.strip()][-1]
+        name, sep, text = last.partition(": ")
+        if sep and " " not in name:
+            return text
+    return message
+
+
+def os_error_message(e: OSError) -> str | None:
+    """One sentence for a file-system error a user can cause, or None for anything else."""
+    import errno
+
+    where = f" ({e.filename})" if e.filename else ""
+    reason = e.strerror or str(e)
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"{reason}{where}; {_FREE}"
+    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"{reason}{where}; choose a path you can write to or fix its permissions"
+    if e.errno == errno.ELOOP:
+        return f"{reason}{where}: a symbolic link points to itself; remove or fix it"
+    if e.errno in (errno.EISDIR, errno.ENOTDIR, errno.EEXIST, errno.ENOENT) and e.filename:
+        return f"{reason}{where}; check the path and run again"
+    return None

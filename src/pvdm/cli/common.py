@@ -33,13 +33,36 @@ def add_run_args(parser: argparse.ArgumentParser, presets: list[str]) -> None:
     parser.add_argument(
         "--print-config", action="store_true", help="print the resolved config and exit"
     )
+    parser.add_argument(
+        "--restart",
+        action="store_true",
+        help="start again from step 0 when every saved training state is unreadable",
+    )
+
+
+def training_lock(outdir: Path):
+    """The run-folder lock (see pvdm.runlock); under torchrun only rank 0 takes it."""
+    import contextlib
+    import os
+
+    from pvdm.runlock import run_lock
+
+    if int(os.environ.get("RANK", "0")) != 0:
+        return contextlib.nullcontext()
+    return run_lock(outdir)
 
 
 def resolve_run_config(cls: type, presets: dict[str, Any], args: argparse.Namespace) -> Any:
     """The run config the flags describe (see the module docstring)."""
     from pvdm.config import apply_overrides, config_from_dict, config_to_dict, load_config
+    from pvdm.errors import ConfigError
 
     saved = args.outdir / "config.yaml"
+    if args.config is not None and args.preset is not None:
+        raise ConfigError(
+            "give --preset or --config, not both (a config file holds every setting; change "
+            "single values with --set)"
+        )
     if args.config is not None:
         cfg = load_config(cls, args.config)
     elif args.preset is None and saved.is_file():
@@ -57,3 +80,22 @@ def resolve_run_config(cls: type, presets: dict[str, Any], args: argparse.Namesp
         overrides.append(f"train.seed={args.seed}")
     cfg = apply_overrides(cfg, [*overrides, *args.set])
     return config_from_dict(cls, config_to_dict(cfg))  # validate every section
+
+
+def load_autoencoder(path: str, flag: str):
+    """The autoencoder a flag names (run folder, snapshot or file), refusing other model types."""
+    from pvdm.errors import CheckpointError
+    from pvdm.models import load_model, read_header
+    from pvdm.runs import resolve_snapshot
+
+    resolved = resolve_snapshot(path)
+    kind = read_header(resolved).get("model_type")
+    if kind != "autoencoder":
+        hint = ""
+        if (Path(path) / "autoencoder" / "config.json").is_file():
+            hint = f" (its autoencoder is {Path(path) / 'autoencoder'})"
+        raise CheckpointError(
+            f"{flag} {path} holds a '{kind}' model, not an autoencoder{hint}; give an "
+            "autoencoder run folder or snapshot"
+        )
+    return load_model(resolved)

@@ -25,18 +25,25 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    import math
+
     from pvdm.demo.run import DemoInterrupted, run_demo
 
-    if args.minutes <= 0:
+    if not (math.isfinite(args.minutes) and args.minutes > 0):
         from pvdm.errors import ConfigError
 
         raise ConfigError(f"--minutes must be positive, got {args.minutes}")
+    from pvdm.runlock import run_lock
+
     try:
-        report = run_demo(
-            args.out, minutes=args.minutes, data=args.data, seed=args.seed, i3d=args.i3d
-        )
+        with run_lock(args.out, "--out"):  # one demo per folder at a time
+            report = run_demo(
+                args.out, minutes=args.minutes, data=args.data, seed=args.seed, i3d=args.i3d
+            )
     except DemoInterrupted as e:
+        from pvdm.train.interrupt import stop_exit_code
+
         print(f"pvdm demo: {e}")
-        return 130
+        return stop_exit_code() or 130
     print(f"report: {report}")
     return 0

@@ -135,9 +135,9 @@ def _load_pipeline(path: str, device):
 
 
 def _load_autoencoder(path: str, device):
-    from pvdm.models import load_model
+    from pvdm.cli.common import load_autoencoder
 
-    return load_model(path).to(device).eval()
+    return load_autoencoder(path, "--autoencoder").to(device).eval()
 
 
 def _notice(text: str, main: bool) -> None:
@@ -193,9 +193,14 @@ def _generative(args: argparse.Namespace, protocols: list, info) -> list[dict]:
 
     if not protocols:
         return []
+    if args.fake is not None and args.model is not None:
+        # the record would carry the model's hashes for videos nothing ties to that model
+        raise ConfigError(
+            "give --model (pvdm samples the videos) or --fake (videos from a folder), not both"
+        )
     model_hash = model_sha256(args.model) if args.model and info.is_main else None
     if args.fake is not None:
-        fake = FolderVideos.open(args.fake, model=args.model, model_sha256=model_hash)
+        fake = FolderVideos.open(args.fake, model=None, model_sha256=None)
     elif args.model is not None:
         pipe = _load_pipeline(args.model, info.device)
         fake = GeneratedVideos(

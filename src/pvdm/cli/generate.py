@@ -67,12 +67,56 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_reconstruct)
 
 
-def _sampler_settings(args: argparse.Namespace) -> tuple[int, float]:
-    """(steps, eta) as given, else the samplers' defaults (`pvdm.diffusion.samplers`)."""
+def _sampler_settings(args: argparse.Namespace, num_timesteps: int) -> tuple[int, float]:
+    """(steps, eta) as given, else the samplers' defaults (`pvdm.diffusion.samplers`), checked
+    against the model's schedule."""
     from pvdm.diffusion.samplers import DEFAULT_ETA, DEFAULT_STEPS
+    from pvdm.errors import ConfigError
 
-    steps = args.steps if args.steps is not None else DEFAULT_STEPS[args.sampler]
+    default = min(DEFAULT_STEPS[args.sampler], num_timesteps)
+    steps = args.steps if args.steps is not None else default
+    if args.sampler == "ddpm" and steps != num_timesteps:
+        raise ConfigError(
+            f"the ddpm sampler runs all {num_timesteps} steps of this model; drop --steps, or "
+            f"use --sampler ddim (eta 1) for {steps} steps"
+        )
+    if not 1 <= steps <= num_timesteps:
+        raise ConfigError(f"--steps must lie in [1, {num_timesteps}] for this model, got {steps}")
     return steps, args.eta if args.eta is not None else DEFAULT_ETA
+
+
+def check_numbers(args: argparse.Namespace) -> None:
+    """Refuse flag values that would crash later or give a silently wrong result."""
+    import math
+
+    from pvdm.errors import ConfigError
+
+    def need(ok: bool, text: str) -> None:
+        if not ok:
+            raise ConfigError(text)
+
+    if hasattr(args, "num"):
+        need(args.num >= 1, f"--num must be at least 1, got {args.num}")
+    if getattr(args, "frames", None) is not None:
+        need(args.frames >= 1, f"--frames must be at least 1, got {args.frames}")
+    if getattr(args, "batch_size", None) is not None:
+        need(args.batch_size >= 1, f"--batch-size must be at least 1, got {args.batch_size}")
+    need(math.isfinite(args.fps) and args.fps > 0, f"--fps must be positive, got {args.fps}")
+    need(
+        args.seed >= 0 and args.seed + getattr(args, "num", 1) < 2**63,
+        f"--seed must lie in [0, 2**63 - --num), got {args.seed}",
+    )
+    for flag in ("eta", "guidance", "class_guidance"):
+        value = getattr(args, flag, None)
+        if value is not None:
+            name = "--" + flag.replace("_", "-")
+            need(math.isfinite(value) and value >= 0, f"{name} must be >= 0, got {value}")
+    if getattr(args, "steps", None) is not None:
+        need(args.steps >= 1, f"--steps must be at least 1, got {args.steps}")
+    if getattr(args, "device", "auto") != "auto":
+        from pvdm.train.config import check_device
+
+        check_device(args.device, "--device")
 
 
 def _pipeline(args: argparse.Namespace):
@@ -83,15 +127,23 @@ def _pipeline(args: argparse.Namespace):
 
 
 def _sample(args: argparse.Namespace) -> int:
-    from pvdm.diffusion.outputs import write_samples
+    from pvdm.diffusion.outputs import prepare_output_folder, write_samples
 
+    check_numbers(args)
     pipe = _pipeline(args)
-    steps, eta = _sampler_settings(args)
+    steps, eta = _sampler_settings(args, pipe.schedule.num_timesteps)
+    labels = [args.label] if args.label is not None else None
+    pipe.label_ids(labels, 1)  # a bad --class fails before any sampling
+    if args.class_guidance and labels is None:
+        from pvdm.errors import ConfigError
+
+        raise ConfigError("--class-guidance needs --class")
+    prepare_output_folder(args.out)
     videos = pipe(
         args.num,
         args.frames,
         seed=args.seed,
-        labels=[args.label] if args.label is not None else None,
+        labels=labels,
         sampler=args.sampler,
         steps=steps,
         eta=eta,
@@ -122,17 +174,19 @@ def _sample(args: argparse.Namespace) -> int:
 def _continue(args: argparse.Namespace) -> int:
     import torch
 
-    from pvdm.diffusion.outputs import write_samples
+    from pvdm.diffusion.outputs import prepare_output_folder, write_samples
     from pvdm.errors import DataError
 
+    check_numbers(args)
     pipe = _pipeline(args)
+    steps, eta = _sampler_settings(args, pipe.schedule.num_timesteps)
     res, clip = pipe.autoencoder.config.resolution, pipe.clip_frames
     video = load_video_for_model(args.video, res)
     if video.shape[1] < clip:
         raise DataError(
             f"{args.video} has {video.shape[1]} frames; continuing needs at least {clip}"
         )
-    steps, eta = _sampler_settings(args)
+    prepare_output_folder(args.out)
     generated = pipe(
         args.num,
         args.frames,
@@ -168,17 +222,16 @@ def _continue(args: argparse.Namespace) -> int:
 
 def load_video_for_model(path: Path, resolution: int):
     """A user's video as uint8 [C, T, H, W], centre-cropped and resized like training data."""
-    from einops import rearrange
+    from pvdm.data import read_video
 
-    from pvdm.data import center_crop_resize, read_video
-
-    frames = read_video(path)  # [C, T, H, W] at its own size
-    return center_crop_resize(rearrange(frames, "c t h w -> t h w c"), resolution)
+    # each frame is cropped and resized as it decodes: memory follows the model's resolution
+    return read_video(path, resolution=resolution)
 
 
 def _reconstruct(args: argparse.Namespace) -> int:
     import torch
 
+    from pvdm.cli.common import load_autoencoder
     from pvdm.data import (
         DataConfig,
         eval_clips,
@@ -188,13 +241,17 @@ def _reconstruct(args: argparse.Namespace) -> int:
         to_model_range,
         write_video,
     )
-    from pvdm.errors import DataError
+    from pvdm.errors import DataError, PvdmError
     from pvdm.metrics.recon import psnr, ssim
-    from pvdm.models import load_model
     from pvdm.runtime import resolve_device
 
+    if args.out.suffix.lower() not in (".mp4", ".gif", ".png"):
+        raise PvdmError(f"--out {args.out} must end in .mp4, .gif or .png")
+    if args.out.is_dir():
+        raise PvdmError(f"--out {args.out} is a folder; give a file name ending in .mp4/.gif/.png")
+    check_numbers(args)
     device = resolve_device(args.device)
-    ae = load_model(args.autoencoder).to(device).eval()
+    ae = load_autoencoder(args.autoencoder, "--autoencoder").to(device).eval()
     res, frames = ae.config.resolution, ae.config.frames
     source = Path(args.input)
     if source.is_file():

@@ -67,42 +67,48 @@ def _finish(cfg, args) -> bool:
 
 
 def _train_autoencoder(args: argparse.Namespace) -> int:
-    from pvdm.cli.common import resolve_run_config
+    from pvdm.cli.common import resolve_run_config, training_lock
     from pvdm.presets import AUTOENCODER_RUNS
     from pvdm.train.autoencoder import AutoencoderRunConfig, train_autoencoder
+    from pvdm.train.interrupt import stop_exit_code
 
     cfg = resolve_run_config(AutoencoderRunConfig, AUTOENCODER_RUNS, args)
-    if not _finish(cfg, args):
-        train_autoencoder(cfg, args.outdir, init=args.init)
-    return 0
+    if _finish(cfg, args):
+        return 0
+    with training_lock(args.outdir):
+        train_autoencoder(cfg, args.outdir, init=args.init, restart=args.restart)
+    return stop_exit_code()  # 130/143 after a SIGINT/SIGTERM stop (saved, resumable)
 
 
 def _train_diffusion(args: argparse.Namespace) -> int:
-    from pvdm.cli.common import resolve_run_config
+    from pvdm.cli.common import resolve_run_config, training_lock
     from pvdm.presets import DIFFUSION_RUNS
     from pvdm.train.diffusion import DiffusionRunConfig, train_diffusion
+    from pvdm.train.interrupt import stop_exit_code
 
     if args.autoencoder is not None:
         args.set.insert(0, f"autoencoder={args.autoencoder}")
     cfg = resolve_run_config(DiffusionRunConfig, DIFFUSION_RUNS, args)
-    if not _finish(cfg, args):
-        train_diffusion(cfg, args.outdir)
-    return 0
+    if _finish(cfg, args):
+        return 0
+    with training_lock(args.outdir):
+        train_diffusion(cfg, args.outdir, restart=args.restart)
+    return stop_exit_code()  # 130/143 after a SIGINT/SIGTERM stop (saved, resumable)
 
 
 def _cache_latents(args: argparse.Namespace) -> int:
     import torch
 
+    from pvdm.cli.common import load_autoencoder
     from pvdm.config import apply_overrides
     from pvdm.data import DataConfig, open_dataset
     from pvdm.diffusion.cache import build_latent_cache
-    from pvdm.models import load_model
     from pvdm.runs import resolve_snapshot
     from pvdm.runtime import resolve_device
 
     device = resolve_device(args.device)
     ae_path = resolve_snapshot(args.autoencoder)  # recorded in the cache's manifest
-    ae = load_model(ae_path).to(device)
+    ae = load_autoencoder(args.autoencoder, "--autoencoder").to(device)
     frames = ae.config.frames
     data = apply_overrides(
         DataConfig(

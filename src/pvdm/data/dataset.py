@@ -143,7 +143,8 @@ class VideoDataset(Dataset):
         if self._synthetic is not None:
             frames = self._synthetic.frames(index, indices)
         else:
-            frames = read_frames(info.path, self._probes[index], indices)
+            # crop and resize each frame as it decodes: memory follows the resolution
+            frames = read_frames(info.path, self._probes[index], indices, self.resolution)
         return center_crop_resize(frames, self.resolution)
 
     def _substitute(self, index: int, seed: int, attempt: int) -> int:
@@ -167,17 +168,25 @@ class VideoDataset(Dataset):
         )
 
 
+# (path, reason) pairs already warned about: a command that opens the same videos twice (the
+# training split and the held-out split, a split and its fallback) warns once per video.
+_WARNED: set[tuple[str, str]] = set()
+
+
 def open_dataset(
     cfg: DataConfig, *, clip_frames: int | None = None, split: str | None = None
 ) -> VideoDataset:
     """The dataset `cfg` describes, clips of `clip_frames` (default `cfg.frames`) frames.
 
-    Unusable videos are skipped with one warning each; no usable video is a `DataError`.
+    Unusable videos are skipped with one warning each (once per process); no usable video is a
+    `DataError`.
     """
     dataset = build_dataset(cfg, clip_frames=clip_frames, split=split)
-    for path, reason in dataset.skipped:
+    fresh = [(p, r) for p, r in dataset.skipped if (str(p), r) not in _WARNED]
+    for path, reason in fresh:
         log.warning("skipping %s: %s", path, reason)
-    if dataset.skipped:
+        _WARNED.add((str(path), reason))
+    if fresh:
         log.warning(
             "%d of %d videos skipped, %d usable",
             len(dataset.skipped),
@@ -310,9 +319,15 @@ def _synthetic(cfg: DataConfig, clip_frames: int, split: str, span: int) -> Vide
 
 
 def read_video(
-    path: str | Path, *, start: int = 0, num_frames: int | None = None, stride: int = 1
+    path: str | Path,
+    *,
+    start: int = 0,
+    num_frames: int | None = None,
+    stride: int = 1,
+    resolution: int | None = None,
 ) -> torch.Tensor:
-    """A user's video file or frame folder as uint8 `[C, T, H, W]` at its own size."""
+    """A user's video file or frame folder as uint8 `[C, T, H, W]` at its own size, or with
+    `resolution` centre-cropped and resized to it frame by frame while decoding."""
     try:
         info = probe(path)
     except ReadError as e:
@@ -328,7 +343,7 @@ def read_video(
         )
     indices = list(range(start, start + (count - 1) * stride + 1, stride))
     try:
-        frames = read_frames(path, info, indices)
+        frames = read_frames(path, info, indices, resolution)
     except ReadError as e:
         raise DataError(f"cannot read video {path}: {e}") from None
     return rearrange(torch.from_numpy(frames), "t h w c -> c t h w").contiguous()

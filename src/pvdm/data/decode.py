@@ -64,6 +64,12 @@ _RGB_READY = frozenset(
 )
 
 
+# Frames larger than this are refused while probing (a crafted file can declare any size, and
+# even one decoded frame of 2**28 pixels needs gigabytes); 8K video (7680x4320) is well inside.
+MAX_FRAME_PIXELS = 2**26
+MAX_FRAME_SIDE = 16384
+
+
 class _Fallback(Exception):
     """A seek landed somewhere the index did not predict; decode from the start instead."""
 
@@ -76,8 +82,15 @@ def probe(path: str | Path) -> Probe:
     return _probe_file(path)
 
 
-def read_frames(path: str | Path, info: Probe, indices: Sequence[int]) -> np.ndarray:
-    """Frames `indices` (ascending) of a probed video as uint8 `[T, H, W, 3]`."""
+def read_frames(
+    path: str | Path, info: Probe, indices: Sequence[int], resolution: int | None = None
+) -> np.ndarray:
+    """Frames `indices` (ascending) of a probed video as uint8 `[T, H, W, 3]`.
+
+    With `resolution`, each frame is centre-cropped and resized to `resolution` squared as soon
+    as it is decoded (exactly `center_crop_resize`), so memory follows the output size, not the
+    file's: `[T, resolution, resolution, 3]`.
+    """
     indices = [int(i) for i in indices]
     if not indices:
         raise ValueError("no frame indices given")
@@ -88,12 +101,20 @@ def read_frames(path: str | Path, info: Probe, indices: Sequence[int]) -> np.nda
             f"frames {indices[0]}..{indices[-1]} are outside the video's {info.num_frames} frames"
         )
     if info.kind == "frames":
-        return read_folder(Path(path), indices)
+        frames = read_folder(Path(path), indices)
+        return frames if resolution is None else np.stack([_fit(f, resolution) for f in frames])
     try:
-        frames = _decode_indices(path, info, indices, use_index=True)
+        frames = _decode_indices(path, info, indices, use_index=True, resolution=resolution)
     except _Fallback:
-        frames = _decode_indices(path, info, indices, use_index=False)
+        frames = _decode_indices(path, info, indices, use_index=False, resolution=resolution)
     return np.stack(frames)
+
+
+def _fit(frame: np.ndarray, resolution: int) -> np.ndarray:
+    """One uint8 `[H, W, 3]` frame centre-cropped and resized to `[resolution, resolution, 3]`."""
+    from pvdm.data.transform import center_crop_resize
+
+    return center_crop_resize(frame[None], resolution)[:, 0].permute(1, 2, 0).numpy()
 
 
 def decode_all(path: str | Path) -> np.ndarray:
@@ -159,6 +180,11 @@ def _probe_file(path: Path) -> Probe:
             except (av.FFmpegError, ValueError) as e:
                 raise ReadError(f"cannot convert {first.format.name} frames to RGB ({e})") from None
         height, width = first.height, first.width
+        if height * width > MAX_FRAME_PIXELS or max(height, width) > MAX_FRAME_SIDE:
+            raise ReadError(
+                f"frames of {width}x{height} are too large (at most {MAX_FRAME_PIXELS} pixels and "
+                f"{MAX_FRAME_SIDE} per side); scale the video down first, e.g. with ffmpeg -vf scale"
+            )
     info = _replace(_index(pts, keys, counting, fps), height=height, width=width)
     if damaged or declared > info.num_frames:
         # The file ends early (truncated download or copy); keep the frames that decode.
@@ -228,7 +254,7 @@ def _count_decodable(path: Path, info: Probe) -> int:
 
 
 def _decode_indices(
-    path: str | Path, info: Probe, indices: list[int], *, use_index: bool
+    path: str | Path, info: Probe, indices: list[int], *, use_index: bool, resolution: int | None
 ) -> list[np.ndarray]:
     wanted = set(indices)
     found: dict[int, np.ndarray] = {}
@@ -238,7 +264,8 @@ def _decode_indices(
             stream = container.streams.video[0]
             for index, frame in _frames_from(container, stream, info, indices[0], use_index):
                 if index in wanted:
-                    found[index] = _to_rgb(frame)
+                    rgb = _to_rgb(frame)
+                    found[index] = rgb if resolution is None else _fit(rgb, resolution)
                     if len(found) == len(wanted):
                         break
                 elif index > last:

@@ -10,6 +10,7 @@ folder searched recursively for video files and frame folders.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -18,6 +19,8 @@ from pathlib import Path
 from pvdm.data.decode import VIDEO_SUFFIXES
 from pvdm.data.frames import IMAGE_SUFFIXES, natural_key
 from pvdm.errors import DataError
+
+log = logging.getLogger(__name__)
 
 UCF_LISTS = "ucfTrainTestlist"
 SPLITS = ("train", "test", "all")
@@ -237,7 +240,7 @@ def _walk(base: Path) -> Iterator[Path]:
             if entry.name.startswith("."):
                 continue
             suffix = os.path.splitext(entry.name)[1].lower()
-            if entry.is_dir():
+            if _is_dir(entry):
                 subdirs.append(Path(entry.path))
             elif suffix in VIDEO_SUFFIXES:
                 yield Path(entry.path)
@@ -248,9 +251,18 @@ def _walk(base: Path) -> Iterator[Path]:
         stack.extend(reversed(subdirs))
 
 
+def _is_dir(entry: os.DirEntry) -> bool:
+    """entry.is_dir(), False (with a warning) for a symbolic link that loops or cannot be read."""
+    try:
+        return entry.is_dir()
+    except OSError as e:
+        log.warning("skipping %s: %s", entry.path, e.strerror or e)
+        return False
+
+
 def _subdirs(path: Path) -> list[Path]:
     try:
-        entries = [Path(e.path) for e in os.scandir(path) if e.is_dir() and e.name[0] != "."]
+        entries = [Path(e.path) for e in os.scandir(path) if e.name[0] != "." and _is_dir(e)]
     except OSError:
         return []
     return sorted(entries, key=lambda p: natural_key(p.name))

@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from pvdm.atomic import atomic_write_text
+from pvdm.jsonl import read_lines
 
 
 def line_chart(
@@ -93,7 +94,7 @@ def read_stats(run: Path) -> list[dict[str, Any]]:
     path = Path(run) / "stats.jsonl"
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return read_lines(path)
 
 
 def _series(rows: list[dict[str, Any]], key: str) -> list[tuple[float, float]]:

@@ -75,7 +75,9 @@ def _data_overrides(data: str, resolution: int, frames: int) -> list[str]:
 
 
 def _steps_per_sec(run: Path) -> float:
-    rows = [json.loads(x) for x in (run / "stats.jsonl").read_text().splitlines()]
+    from pvdm.jsonl import read_lines
+
+    rows = read_lines(run / "stats.jsonl")
     timed = [r for r in rows if "elapsed_sec" in r and r["elapsed_sec"] > 0]
     return timed[-1]["step"] / timed[-1]["elapsed_sec"]
 

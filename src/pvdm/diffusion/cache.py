@@ -118,6 +118,7 @@ def build_latent_cache(
         raise DataError("no video to cache")
     manifest = {
         "format": "pvdm-latent-cache",
+        "autoencoder_fingerprint": model_fingerprint(autoencoder),
         "format_version": CACHE_FORMAT_VERSION,
         "geometry": shape._asdict(),  # the LatentShape every entry unpacks to
         "frames": frames,
@@ -135,6 +136,18 @@ def build_latent_cache(
     return out
 
 
+def model_fingerprint(model: torch.nn.Module) -> str:
+    """SHA-256 of a model's weights (names, dtypes, shapes, bytes): the same for every copy."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()
+
+
 class LatentCache(torch.utils.data.Dataset):
     """A latent cache loaded into memory: entry i -> dict of packed latents and the label;
     `latents(batch, kind)` unpacks them to `TriplaneLatent`s of `shape`."""
@@ -145,17 +158,48 @@ class LatentCache(torch.utils.data.Dataset):
             raise DataError(
                 f"{path} is not a latent cache (no manifest.json); build one with `pvdm cache-latents`"
             )
-        self.manifest = json.loads((path / "manifest.json").read_text())
+        rebuild = "; rebuild it with `pvdm cache-latents`"
+        try:
+            self.manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise DataError(f"{path}/manifest.json cannot be read ({e}){rebuild}") from None
+        if not isinstance(self.manifest, dict):
+            raise DataError(f"{path}/manifest.json is not a cache manifest{rebuild}")
         if self.manifest.get("format_version") != CACHE_FORMAT_VERSION:
             raise DataError(
                 f"{path}: unsupported cache format version {self.manifest.get('format_version')}"
             )
-        self.shape = LatentShape(**self.manifest["geometry"])
+        try:
+            self.shape = LatentShape(**self.manifest["geometry"])
+            shards = [str(shard["file"]) for shard in self.manifest["shards"]]
+        except (KeyError, TypeError) as e:
+            raise DataError(
+                f"{path}/manifest.json is incomplete or malformed ({e}){rebuild}"
+            ) from None
         parts: dict[str, list[torch.Tensor]] = {}
-        for shard in self.manifest["shards"]:
-            for k, v in load_file(str(path / shard["file"])).items():
+        for name in shards:
+            if Path(name).name != name or name in ("", ".", ".."):
+                raise DataError(
+                    f"{path}/manifest.json names shard {name!r} outside the cache folder; "
+                    f"a cache lists only its own shard files{rebuild}"
+                )
+            try:
+                loaded = load_file(str(path / name))
+            except Exception as e:  # missing, truncated or not safetensors
+                raise DataError(
+                    f"cache shard {path / name} cannot be read ({e}){rebuild}"
+                ) from None
+            for k, v in loaded.items():
                 parts.setdefault(k, []).append(v)
-        self.tensors = {k: torch.cat(v) for k, v in parts.items()}
+        missing = [k for k in (*_KINDS, "label") if k not in parts]
+        if missing:
+            raise DataError(f"{path} has no {', '.join(missing)} entries{rebuild}")
+        try:
+            self.tensors = {k: torch.cat(v) for k, v in parts.items()}
+        except RuntimeError as e:
+            raise DataError(f"{path} holds shards of different shapes ({e}){rebuild}") from None
+        if len({len(v) for v in self.tensors.values()}) != 1 or not len(self.tensors["label"]):
+            raise DataError(f"{path} holds no entries or entries of unequal counts{rebuild}")
         self.classes = self.manifest.get("classes")
 
     def __len__(self) -> int:

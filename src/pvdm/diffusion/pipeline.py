@@ -66,18 +66,26 @@ class PVDMPipeline:
     def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu") -> PVDMPipeline:
         """Load a pipeline folder, a diffusion run folder, or a converted official checkpoint."""
         path = Path(path)
-        if (path / PIPELINE_FILE).is_file():
-            spec = json.loads((path / PIPELINE_FILE).read_text())
-            unet_path, ae_path = path / spec["unet"], path / spec["autoencoder"]
-            classes = spec.get("classes")
-        else:
+        if not (path / PIPELINE_FILE).is_file():
             raise PvdmError(
                 f"{path} is not a pvdm pipeline (no {PIPELINE_FILE}); give a diffusion run folder, "
                 "a folder from `pvdm convert official`, or one written by save_pretrained"
             )
-        unet, ae = load_model(unet_path), load_model(ae_path)
+        spec = _read_spec(path / PIPELINE_FILE)
+        classes = spec.get("classes")
+        unet, ae = load_model(path / spec["unet"]), load_model(path / spec["autoencoder"])
+        for model, want, key in ((unet, "unet", "unet"), (ae, "autoencoder", "autoencoder")):
+            if getattr(model, "model_type", None) != want:
+                raise PvdmError(
+                    f"{path / PIPELINE_FILE}: '{key}' points to a "
+                    f"'{getattr(model, 'model_type', '?')}' model, not a {want}; fix the file "
+                    "(are 'unet' and 'autoencoder' swapped?)"
+                )
         schedule_cfg = spec.get("schedule") or {}
-        schedule = NoiseSchedule(**schedule_cfg) if schedule_cfg else NoiseSchedule()
+        try:
+            schedule = NoiseSchedule(**schedule_cfg) if schedule_cfg else NoiseSchedule()
+        except (TypeError, ValueError) as e:
+            raise PvdmError(f"{path / PIPELINE_FILE}: invalid 'schedule' ({e})") from None
         return cls(unet, ae, schedule, classes).to(device)
 
     def save_pretrained(self, path: str | Path) -> Path:
@@ -115,6 +123,13 @@ class PVDMPipeline:
                 ids.append(self.classes.index(label))
             else:
                 ids.append(int(label))
+        num_classes = self.unet.config.num_classes
+        for i in ids:
+            if not 0 <= i < num_classes:  # index num_classes is the null (unconditional) token
+                raise PvdmError(
+                    f"class index {i} is out of range: this model has {num_classes} classes "
+                    f"(0..{num_classes - 1})"
+                )
         if len(ids) == 1:
             ids = ids * num
         return torch.tensor(ids, device=self.device)
@@ -177,7 +192,12 @@ class PVDMPipeline:
         one clip) continues given videos: their last clip conditions the first generated one.
         `steps` defaults to the sampler's `DEFAULT_STEPS`, `eta` to `DEFAULT_ETA` (official: 1).
         """
-        frames = frames or self.clip_frames
+        if frames is None:
+            frames = self.clip_frames
+        if frames < 1 or num < 1 or batch_size < 1:
+            raise PvdmError(
+                f"num, frames and batch_size must be at least 1, got {num}, {frames}, {batch_size}"
+            )
         seeds = list(seeds) if seeds is not None else [seed + i for i in range(num)]
         num_clips = -(-frames // self.clip_frames)
         label_ids = self.label_ids(labels, len(seeds))
@@ -233,3 +253,23 @@ def write_pipeline_file(
     }
     atomic_write_text(folder / PIPELINE_FILE, json.dumps(spec, indent=2))
     return folder
+
+
+def _read_spec(file: Path) -> dict[str, Any]:
+    """pipeline.json, checked: an object naming the unet and autoencoder folders."""
+    try:
+        spec = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise PvdmError(f"{file} cannot be read ({e}); write it again or re-run training") from None
+    if not isinstance(spec, dict):
+        raise PvdmError(f"{file} must hold a JSON object, got {type(spec).__name__}")
+    for key in ("unet", "autoencoder"):
+        if not isinstance(spec.get(key), str) or not spec[key]:
+            raise PvdmError(f"{file} must name the '{key}' folder as a string")
+    if spec.get("classes") is not None and not (
+        isinstance(spec["classes"], list) and all(isinstance(c, str) for c in spec["classes"])
+    ):
+        raise PvdmError(f"{file}: 'classes' must be a list of names or null")
+    if spec.get("schedule") is not None and not isinstance(spec["schedule"], dict):
+        raise PvdmError(f"{file}: 'schedule' must be an object or null")
+    return spec

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from pvdm import __version__
+from pvdm.jsonl import append_line, read_lines
 from pvdm.metrics.protocols import Protocol
 from pvdm.runs import resolve_snapshot
 from pvdm.weights import file_sha256
@@ -79,34 +80,17 @@ def append_record(outdir: str | os.PathLike, record: Mapping[str, Any]) -> Path:
     """Append `record` as one line to its `metric-<name>.jsonl`; returns the file.
 
     The line goes out in one O_APPEND write and is fsynced, so lines of concurrent writers do
-    not interleave and earlier lines are never rewritten (a rename-based rewrite could drop a
-    line another process appended meanwhile).
+    not interleave and earlier lines are never rewritten; a failed write (full disk) leaves no
+    half line (see pvdm.jsonl).
     """
     path = metric_file(outdir, record["metric"])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = (json.dumps(json_safe(record), allow_nan=False) + "\n").encode("utf-8")
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
-    try:
-        written = os.write(fd, data)
-        while written < len(data):  # only for lines far beyond the pipe/page size
-            written += os.write(fd, data[written:])
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    append_line(path, json_safe(record), allow_nan=False)
     return path
 
 
 def read_records(path: str | os.PathLike) -> list[dict[str, Any]]:
     """The records of a metric file, oldest first; lines that do not parse are skipped."""
-    records = []
-    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            log.warning("%s line %d is not JSON; skipping it", path, number)
-    return records
+    return read_lines(path)
 
 
 def _format_value(value: Any) -> str:

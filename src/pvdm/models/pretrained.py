@@ -72,10 +72,25 @@ def check_state_dict(
 
 
 def load_state_dict_strict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str):
-    """Load `state_dict` into `model` (assigning, so meta-device models work), strictly."""
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    """Load `state_dict` into `model` (assigning, so meta-device models work), strictly.
+
+    Floating-point tensors are cast to the model's dtype (an fp16 copy loads as fp32), and
+    weights that are not finite (a diverged run's NaNs) are refused.
+    """
+    own = model.state_dict()
+    expected = {k: tuple(v.shape) for k, v in own.items()}
     check_state_dict(expected, {k: tuple(v.shape) for k, v in state_dict.items()}, source)
-    model.load_state_dict(dict(state_dict), strict=True, assign=True)
+    state = {}
+    for k, v in state_dict.items():
+        if v.is_floating_point() and own[k].is_floating_point():
+            if not bool(torch.isfinite(v).all()):
+                raise CheckpointError(
+                    f"{source} holds non-finite (NaN or inf) weights in {k}; the run it comes "
+                    "from diverged: use an earlier snapshot or checkpoint"
+                )
+            v = v.to(own[k].dtype)
+        state[k] = v
+    model.load_state_dict(state, strict=True, assign=True)
 
 
 def read_header(path: str | Path) -> dict[str, Any]:

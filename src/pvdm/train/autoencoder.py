@@ -110,9 +110,12 @@ def heldout_psnr(
 
 
 def train_autoencoder(
-    cfg: AutoencoderRunConfig, outdir: str | Path, init: str | None = None
+    cfg: AutoencoderRunConfig, outdir: str | Path, init: str | None = None, restart: bool = False
 ) -> Path:
-    """Train (or resume) an autoencoder in `outdir`; returns the run folder."""
+    """Train (or resume) an autoencoder in `outdir`; returns the run folder.
+
+    `restart` starts from step 0 when every saved training state is unreadable (else an error).
+    """
     info = init_distributed(cfg.train.device)
     run = RunFolder(outdir)
     prepare_run(run, cfg, info)
@@ -152,7 +155,7 @@ def train_autoencoder(
         guard=guard,
     )
 
-    state = load_latest_training_state(run)
+    state = load_latest_training_state(run, restart=restart)
     if state is not None:
         step = training_state.restore(state)
     else:
@@ -331,6 +334,17 @@ def _init_weights(model: TriplaneAutoencoder, path: str) -> None:
     source = load_model(path)
     if not isinstance(source, TriplaneAutoencoder):
         raise PvdmError(f"--init {path} is not an autoencoder checkpoint")
+    own = model.state_dict()
+    misshaped = [
+        f"{k} {tuple(v.shape)} (this model: {tuple(own[k].shape)})"
+        for k, v in source.state_dict().items()
+        if k in own and v.shape != own[k].shape
+    ]
+    if misshaped:
+        raise PvdmError(
+            f"--init {path} does not fit this model ({len(misshaped)} mis-shaped tensors, e.g. "
+            f"{misshaped[0]}): use the model settings (width, depth, ...) it was trained with"
+        )
     missing = model.load_state_dict(source.state_dict(), strict=False)
     if missing.missing_keys or missing.unexpected_keys:
         raise PvdmError(

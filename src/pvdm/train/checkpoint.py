@@ -14,13 +14,16 @@ A run folder holds everything one training run writes:
 
 Training states are plain dicts of tensors and numbers saved with `torch.save` and loaded with
 `torch.load(weights_only=True)`; every write goes to a temporary name first and is renamed, so a
-crash mid-write never leaves a broken or half-new file. The last N `state-*.pt` are kept.
+crash mid-write never leaves a broken or half-new file. The newest N *readable* `state-*.pt`
+are kept: a state that cannot be read (a truncated copy, an interrupted rsync) is never counted
+and never deleted, so it can never push the good states out.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +77,7 @@ class RunFolder:
         """Make the folder and its sub-folders; remove temporary files a killed run left."""
         for path in (self.root, self.checkpoints, self.snapshots, self.previews):
             path.mkdir(parents=True, exist_ok=True)
-        for stale in self.checkpoints.glob(".*.tmp"):
+        for stale in [*self.checkpoints.glob(".*.tmp"), *self.snapshots.glob("*/.*.tmp")]:
             stale.unlink(missing_ok=True)
 
     def state_path(self, step: int) -> Path:
@@ -92,13 +95,29 @@ class RunFolder:
         return sorted(found)
 
 
+def looks_readable(path: Path) -> bool:
+    """A cheap check that a state file is whole: torch.save writes a zip archive whose central
+    directory is at the very end, so a truncated or foreign file fails here."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            return any(name.endswith("/data.pkl") or name == "data.pkl" for name in z.namelist())
+    except (OSError, zipfile.BadZipFile, ValueError):
+        return False
+
+
 def save_training_state(run: RunFolder, step: int, state: dict[str, Any], keep: int) -> Path:
-    """Write the training state of `step` atomically and keep only the newest `keep` states."""
+    """Write the training state of `step` atomically and keep the newest `keep` readable states.
+
+    Unreadable states are neither counted nor deleted (they may be a copy still arriving); the
+    state just written is always kept.
+    """
     path = run.state_path(step)
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
-    for _, old in run.states()[:-keep]:
-        old.unlink(missing_ok=True)
+    readable = [p for _, p in run.states() if p == path or looks_readable(p)]
+    for old in readable[: max(len(readable) - max(keep, 1), 0)]:
+        if old != path:
+            old.unlink(missing_ok=True)
     return path
 
 
@@ -112,13 +131,15 @@ def load_training_state(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"cannot read training state {path}: {e}") from None
 
 
-def load_latest_training_state(run: RunFolder) -> dict[str, Any] | None:
+def load_latest_training_state(run: RunFolder, restart: bool = False) -> dict[str, Any] | None:
     """The newest readable training state of a run, or None for a new run.
 
     A state that cannot be read (e.g. damaged by a failing disk) is skipped with a warning in
-    favour of the previous one.
+    favour of the previous one. When states exist but none can be read, this is an error rather
+    than a silent restart from step 0, unless `restart` is set (the files are left in place).
     """
-    for _, path in reversed(run.states()):
+    states = run.states()
+    for _, path in reversed(states):
         try:
             state = load_training_state(path)
         except CheckpointError as e:
@@ -126,6 +147,16 @@ def load_latest_training_state(run: RunFolder) -> dict[str, Any] | None:
             continue
         log.info("resuming from %s (step %d)", path, state["step"])
         return state
+    if states and not restart:
+        raise CheckpointError(
+            f"none of the {len(states)} training states in {run.checkpoints} can be read; "
+            "restore a good copy there to resume, or re-run with --restart to start again from "
+            "step 0 (the unreadable files are left in place)"
+        )
+    if states:
+        log.warning(
+            "every training state in %s is unreadable; starting from step 0", run.checkpoints
+        )
     return None
 
 

@@ -56,16 +56,31 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def same_value(a: Any, b: Any) -> bool:
+    """Equality of config values in which NaN equals NaN (and [nan] equals [nan])."""
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(same_value(x, y) for x, y in zip(a, b))
+    return a == b
+
+
 def prepare_run(run: RunFolder, cfg: Any, info: DistInfo) -> None:
     """Create the run folder, check a resumed run's config, write the resolved config, log to file.
 
     Re-running a command on an existing run folder resumes it; the resolved config must then
-    equal the saved one except for the settings in RESUMABLE_CHANGES.
+    equal the saved one except for the settings in RESUMABLE_CHANGES. A folder that holds a
+    config but nothing trained (a first start that failed) takes the new settings.
     """
-    if run.config.is_file():
+    trained = bool(run.states()) or any(run.snapshots.glob("*/model.safetensors"))
+    if run.config.is_file() and not trained:
+        log.info("%s holds no training state yet; its saved settings are replaced", run.root)
+    elif run.config.is_file():
         saved = _flatten(config_to_dict(load_config(type(cfg), run.config)))
         now = _flatten(config_to_dict(cfg))
-        changed = [k for k in now if saved.get(k) != now[k] and k not in RESUMABLE_CHANGES]
+        changed = [
+            k for k in now if not same_value(saved.get(k), now[k]) and k not in RESUMABLE_CHANGES
+        ]
         if changed:
             details = "; ".join(f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in changed[:5])
             raise ConfigError(
@@ -75,9 +90,15 @@ def prepare_run(run: RunFolder, cfg: Any, info: DistInfo) -> None:
     if info.is_main:
         run.create()
         save_config(cfg, run.config)
-        handler = logging.FileHandler(run.log, encoding="utf-8")
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        logging.getLogger("pvdm").addHandler(handler)
+        logger = logging.getLogger("pvdm")
+        target = str(run.log.resolve())
+        if not any(getattr(h, "baseFilename", None) == target for h in logger.handlers):
+            # one handler per log file: a second run in this process (the demo's calibration
+            # and its training) must not write every line twice
+            handler = logging.FileHandler(run.log, encoding="utf-8")
+            fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+            handler.setFormatter(logging.Formatter(fmt))
+            logger.addHandler(handler)
         if logging.getLogger("pvdm").level == logging.NOTSET:
             logging.getLogger("pvdm").setLevel(logging.INFO)
 

@@ -22,7 +22,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from pvdm.data import DataConfig, make_loader, open_dataset, to_model_range
-from pvdm.diffusion.cache import LatentCache, is_latent_cache
+from pvdm.diffusion.cache import LatentCache, is_latent_cache, model_fingerprint
 from pvdm.diffusion.pipeline import PVDMPipeline, write_pipeline_file
 from pvdm.diffusion.schedule import DiffusionConfig, NoiseSchedule, diffusion_loss
 from pvdm.errors import ConfigError
@@ -121,8 +121,11 @@ class EncodedBatches:
         return z, c, batch["label"].to(device)
 
 
-def train_diffusion(cfg: DiffusionRunConfig, outdir: str | Path) -> Path:
-    """Train (or resume) a diffusion model in `outdir`; returns the run folder."""
+def train_diffusion(cfg: DiffusionRunConfig, outdir: str | Path, restart: bool = False) -> Path:
+    """Train (or resume) a diffusion model in `outdir`; returns the run folder.
+
+    `restart` starts from step 0 when every saved training state is unreadable (else an error).
+    """
     info = init_distributed(cfg.train.device)
     if not cfg.autoencoder:
         raise ConfigError("train-diffusion needs --autoencoder (a run folder or checkpoint)")
@@ -133,7 +136,13 @@ def train_diffusion(cfg: DiffusionRunConfig, outdir: str | Path) -> Path:
     local_batch = local_batch_size(tc.batch_size, info.world_size)
 
     autoencoder = load_model(cfg.autoencoder).to(device).eval().requires_grad_(False)
-    if info.is_main and not (run.root / "autoencoder" / "config.json").is_file():
+    if getattr(autoencoder, "model_type", None) != "autoencoder":
+        raise ConfigError(
+            f"autoencoder {cfg.autoencoder} holds a '{getattr(autoencoder, 'model_type', '?')}' "
+            "model, not an autoencoder; give the autoencoder's run folder or snapshot"
+        )
+    fresh = not run.states()  # nothing trained yet: the copy must be this autoencoder
+    if info.is_main and (fresh or not (run.root / "autoencoder" / "config.json").is_file()):
         # the run keeps its own copy, so `pvdm sample --model RUN` needs nothing else
         autoencoder.save_pretrained(run.root / "autoencoder")
     frames = autoencoder.config.frames
@@ -142,6 +151,13 @@ def train_diffusion(cfg: DiffusionRunConfig, outdir: str | Path) -> Path:
     if cached:
         cache = LatentCache(cfg.data.path)
         classes = cache.classes
+        recorded = cache.manifest.get("autoencoder_fingerprint")
+        if recorded is not None and recorded != model_fingerprint(autoencoder):
+            raise ConfigError(
+                f"the latent cache {cfg.data.path} was encoded with another autoencoder than "
+                f"{cfg.autoencoder} (recorded: {cache.manifest.get('autoencoder', '?')}); give "
+                "that autoencoder, or rebuild the cache with `pvdm cache-latents`"
+            )
         source: Any = CachedBatches(cache, local_batch, tc.seed, info.rank, info.world_size)
     else:
         dataset = open_dataset(cfg.data, clip_frames=2 * frames)
@@ -161,6 +177,12 @@ def train_diffusion(cfg: DiffusionRunConfig, outdir: str | Path) -> Path:
         source = EncodedBatches(loader_factory, autoencoder, frames, tc.precision)
     if cfg.model.num_classes is not None and not classes:
         raise ConfigError("model.num_classes is set but the data has no class labels")
+    if cfg.model.num_classes is not None and len(classes) > cfg.model.num_classes:
+        # label num_classes is the null token: a smaller count silently merges classes into it
+        raise ConfigError(
+            f"the data has {len(classes)} classes but model.num_classes is "
+            f"{cfg.model.num_classes}; set model.num_classes={len(classes)}"
+        )
     if info.is_main:
         write_pipeline_file(run.root, ".", "autoencoder", classes, schedule=_schedule_args(dc))
 
@@ -174,7 +196,7 @@ def train_diffusion(cfg: DiffusionRunConfig, outdir: str | Path) -> Path:
     ema = EMA(unet, tc.ema_decay, tc.ema_every) if tc.use_ema else None
 
     training_state = TrainingState(cfg, model=unet, optimizer=opt, scaler=scaler, ema=ema)
-    state = load_latest_training_state(run)
+    state = load_latest_training_state(run, restart=restart)
     step = training_state.restore(state) if state is not None else 0
     start_step = step
     train_unet = (

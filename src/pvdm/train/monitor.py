@@ -6,7 +6,6 @@ records the step rate, samples per second, elapsed time, ETA and peak memory.
 
 from __future__ import annotations
 
-import json
 import logging
 import resource
 import sys
@@ -16,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from pvdm.jsonl import append_line
 
 log = logging.getLogger(__name__)
 
@@ -104,8 +105,7 @@ class Monitor:
         """Write values measured at `step` (e.g. an evaluation) as their own stats line."""
         row = {"step": step, **values, "time": time.time()}
         if self.stats_path is not None:
-            with open(self.stats_path, "a", encoding="utf-8") as f:
-                f.write(json.dumps(row) + "\n")
+            append_line(self.stats_path, row)
         if self.writer is not None:
             for k, v in values.items():
                 self.writer.add_scalar(k, v, step)
@@ -118,8 +118,7 @@ class Monitor:
     def _write(self, row: dict[str, Any], eta: float) -> None:
         if self.stats_path is None:
             return
-        with open(self.stats_path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(row) + "\n")
+        append_line(self.stats_path, row)
         if self.writer is not None:
             for k, v in row.items():
                 if isinstance(v, (int, float)) and k not in ("step", "time"):
