@@ -83,7 +83,7 @@ def load_state_dict_strict(model: nn.Module, state_dict: Mapping[str, torch.Tens
     state = {}
     for k, v in state_dict.items():
         if v.is_floating_point() and own[k].is_floating_point():
-            if not bool(torch.isfinite(v).all()):
+            if not v.is_meta and not bool(torch.isfinite(v).all()):
                 raise CheckpointError(
                     f"{source} holds non-finite (NaN or inf) weights in {k}; the run it comes "
                     "from diverged: use an earlier snapshot or checkpoint"
