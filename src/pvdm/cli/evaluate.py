@@ -15,6 +15,7 @@ from pvdm.cli.generate import SAMPLER_NAMES
 ALIASES = {
     "fvd": "fvd2048_16f",
     "fvd128": "fvd2048_128f",
+    "drift": "fvd2048_128f_window16f",
     "isv": "isv2048_ucf",
     "is": "isv2048_ucf",
     "recon": "recon2048_16f",
@@ -28,8 +29,9 @@ examples:
   torchrun --nproc_per_node 8 -m pvdm -- eval --metrics fvd2048_128f --model runs/sky --data data/sky
   (with torchrun, put -- before eval: torchrun would read --num as its own --numa-binding)
 
-protocols: fvd2048_16f, fvd2048_128f, fvd2048_128f_subsample8f, isv2048_ucf, recon2048_16f
-(aliases: fvd, fvd128, isv, recon). --num N runs one on N samples and names it after N.
+protocols: fvd2048_16f, fvd2048_128f, fvd2048_128f_subsample8f, fvd2048_128f_window16f (the
+drift curve: FVD of each 16-frame window of 128-frame videos), isv2048_ucf, recon2048_16f
+(aliases: fvd, fvd128, drift, isv, recon). --num N runs one on N samples and names it after N.
 Each result is appended to OUTDIR/metric-<name>.jsonl.
 """
 
