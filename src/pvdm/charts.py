@@ -1,4 +1,4 @@
-"""Small PNG charts drawn with Pillow (no plotting library): the FVD ladder and drift curve."""
+"""PNG charts drawn with Pillow (no plotting library): the FVD ladder of benchmarks/quality.py."""
 
 from __future__ import annotations
 
@@ -52,47 +52,5 @@ def bar_chart_png(
             draw.text((x + 6, y + 6), f"{value:.1f}", fill=_FG)
         else:
             draw.text((left + 4, y + 6), "n/a", fill=_FG)
-    with atomic_path(path) as tmp:
-        img.save(tmp, format="PNG")
-
-
-def line_chart_png(
-    path: str | os.PathLike,
-    xs: Sequence[float],
-    ys: Sequence[float],
-    *,
-    title: str,
-    x_label: str,
-    width: int = 600,
-    height: int = 320,
-) -> None:
-    """One line with markers (e.g. FVD per 16-frame window of long videos)."""
-    left, right, top, bottom = 60, 20, 36, 40
-    img = Image.new("RGB", (width, height), _BG)
-    draw = ImageDraw.Draw(img)
-    draw.text((10, 10), title, fill=_FG)
-    if not xs:
-        draw.text((left, height // 2), "no data", fill=_FG)
-    else:
-        y_hi = max(ys) * 1.1 or 1.0
-        x_lo, x_hi = min(xs), max(xs) if max(xs) > min(xs) else min(xs) + 1
-
-        def point(x: float, y: float) -> tuple[float, float]:
-            px = left + (x - x_lo) / (x_hi - x_lo) * (width - left - right)
-            py = height - bottom - y / y_hi * (height - top - bottom)
-            return px, py
-
-        for k in range(5):
-            y = y_hi * k / 4
-            _, py = point(x_lo, y)
-            draw.line([(left, py), (width - right, py)], fill=_GRID)
-            draw.text((4, py - 6), f"{y:.0f}", fill=_FG)
-        pts = [point(x, y) for x, y in zip(xs, ys, strict=True)]
-        if len(pts) > 1:
-            draw.line(pts, fill=_BAR, width=2)
-        for (px, py), x in zip(pts, xs, strict=True):
-            draw.ellipse([px - 3, py - 3, px + 3, py + 3], fill=_BAR)
-            draw.text((px - 8, height - bottom + 6), f"{x:g}", fill=_FG)
-    draw.text((width // 2 - 40, height - 16), x_label, fill=_FG)
     with atomic_path(path) as tmp:
         img.save(tmp, format="PNG")

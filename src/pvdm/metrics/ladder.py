@@ -5,7 +5,8 @@ the floor (real clips disjoint from the reference), the autoencoder's reconstruc
 generated clips, and trivial baselines (`pvdm.metrics.baselines`: a frozen real frame,
 time-shuffled real frames, noise). `window_fvds` is the drift curve of long videos: the FVD of
 each 16-frame window against the same reference, so quality loss with length shows as a rise.
-Used by `pvdm demo`, `pvdm eval` (the drift protocol) and `benchmarks/quality.py`.
+Covariances use ddof 0, as the protocols do (StyleGAN-V). Used by `pvdm demo` and
+`benchmarks/quality.py`.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def window_fvds(
 
     `reference` holds the detector features of real `window`-frame clips [N, D].
     """
-    return [frechet_distance(reference, extract(w)) for w in windows(videos, window)]
+    return [frechet_distance(reference, extract(w), ddof=0) for w in windows(videos, window)]
 
 
 def fvd_ladder(
@@ -59,7 +60,7 @@ def fvd_ladder(
     out = {}
     for name, videos in rungs.items():
         feats = extract(videos)
-        out[name] = {"fvd": frechet_distance(reference, feats), "num": int(feats.shape[0])}
+        out[name] = {"fvd": frechet_distance(reference, feats, ddof=0), "num": int(feats.shape[0])}
     return out
 
 
