@@ -333,3 +333,39 @@ def test_a_diffusion_run_folder_loads_as_a_pipeline(tmp_path) -> None:
         run / "snapshots" / "step-00000010" / "model.safetensors"
     )
     assert default_outdir(argparse.Namespace(model=str(run), autoencoder=None)) == run
+
+
+@needs_models
+def test_lossless_samples_give_the_fvd_of_the_model_and_mp4_warns(env, tmp_path, caplog):
+    from pvdm.diffusion.pipeline import PVDMPipeline
+    from pvdm.models import TriplaneAutoencoder, TriplaneUNet, autoencoder_preset, unet_preset
+
+    torch.manual_seed(0)
+    ae = TriplaneAutoencoder(autoencoder_preset("debug"))  # 32x32, 8-frame clips
+    PVDMPipeline(TriplaneUNet(unet_preset("debug")), ae).save_pretrained(tmp_path / "pipe")
+    sampling = ["--num", NUM, "--frames", 16, "--steps", 2, "--seed", 5]
+    values = {}
+    for fmt in ("png", "mp4"):
+        code, _, err = run(
+            "sample", "--model", tmp_path / "pipe", *sampling, "--format", fmt,
+            "--out", tmp_path / fmt, "--device", "cpu",
+        )  # fmt: skip
+        assert code == 0, err
+        with caplog.at_level("WARNING", logger="pvdm"):
+            caplog.clear()
+            args = fvd_args(env, "same", "--num", NUM, "--outdir", tmp_path / f"eval-{fmt}")
+            args[args.index("--fake") + 1] = tmp_path / fmt
+            code, _, err = run(*args)
+        assert code == 0, err
+        (record,) = read_records(tmp_path / f"eval-{fmt}" / "metric-fvd2_16f.jsonl")
+        values[fmt] = record["results"]["fvd2_16f"]
+        assert (record["fake"]["lossy"] is None) == (fmt == "png")
+        assert ("lossy" in caplog.text) == (fmt == "mp4")
+    args = fvd_args(env, "same", "--num", NUM, "--steps", 2, "--seed", 5, "--outdir", tmp_path)
+    args[args.index("--fake") : args.index("--fake") + 2] = ["--model", tmp_path / "pipe"]
+    code, _, err = run(*args)
+    assert code == 0, err
+    (record,) = read_records(tmp_path / "metric-fvd2_16f.jsonl")
+    # PNG frames hold the generated pixels: the same FVD as sampling in memory; mp4 does not.
+    assert values["png"] == pytest.approx(record["results"]["fvd2_16f"], rel=1e-9)
+    assert values["mp4"] != pytest.approx(values["png"], rel=1e-6)
