@@ -360,6 +360,8 @@ def test_lossless_samples_give_the_fvd_of_the_model_and_mp4_warns(env, tmp_path,
         (record,) = read_records(tmp_path / f"eval-{fmt}" / "metric-fvd2_16f.jsonl")
         values[fmt] = record["results"]["fvd2_16f"]
         assert (record["fake"]["lossy"] is None) == (fmt == "png")
+        detector = record["detector"]  # the random state dict: the torch port's eps
+        assert detector["bn_eps"] == 1e-5 and detector["source"].startswith("i3d_pretrained_400")
         assert ("lossy" in caplog.text) == (fmt == "mp4")
     args = fvd_args(env, "same", "--num", NUM, "--steps", 2, "--seed", 5, "--outdir", tmp_path)
     args[args.index("--fake") : args.index("--fake") + 2] = ["--model", tmp_path / "pipe"]
