@@ -39,6 +39,7 @@ class WeightsFile:
     mirrors: tuple[str, ...] = ()  # tried in order after `url`; the checksum guards each
     # (distribution, path inside it, install command): a data file of an installed package
     package_file: tuple[str, str, str] | None = None
+    code: bool = False  # the file is a program (TorchScript): never downloaded unverified
 
 
 KNOWN_WEIGHTS: dict[str, WeightsFile] = {
@@ -98,7 +99,9 @@ KNOWN_WEIGHTS: dict[str, WeightsFile] = {
             # No published checksum, and the file could not be fetched here to pin one: the
             # digest of a download is logged, and the file (TorchScript is code) is run only
             # when its digest is in pvdm.metrics.fvd.TRUSTED_TORCHSCRIPT_SHA256 or the user
-            # passes trust_code=True (--trust-detector-code).
+            # passes trust_code=True (--trust-detector-code). Without a checksum it is not
+            # downloaded either: the user fetches it (see resolve_weights).
+            code=True,
         ),
         WeightsFile(
             "c3d_ucf101",
@@ -156,7 +159,11 @@ def resolve_weights(name_or_path: str | os.PathLike, *, download: bool = True) -
         _check(spec, path)
         return path
     reason = "downloads are off"
-    if download and spec.url:
+    if spec.code and spec.sha256 is None:
+        reason = (
+            "pvdm knows no checksum for this file, which holds code, so it does not download it"
+        )
+    elif download and spec.url:
         failures = []
         for url in (spec.url, *spec.mirrors):
             try:
