@@ -173,7 +173,7 @@ def _fvd_ladder(
             "num_videos": int(long.shape[0]),
             "fvd": [float(v) for v in curve],
         },
-        "note": "a handful of clips per set: for scale within this report only, not comparable "
+        "note": "A handful of clips per set: for scale within this report only, not comparable "
         "with published FVD (2,048 clips)",
         "seconds": time.perf_counter() - t0,
     }
