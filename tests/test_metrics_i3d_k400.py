@@ -34,7 +34,6 @@ def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
 
 @pytest.fixture(scope="module")
 def i3d():
-    torch.set_num_threads(1)
     try:
         return load_i3d("i3d_k400")
     except WeightsError as e:
