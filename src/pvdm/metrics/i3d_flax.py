@@ -124,9 +124,8 @@ def flax_to_state_dict(ckpt: dict) -> dict[str, torch.Tensor]:
         k = torch.from_numpy(np.array(_get(params, path), dtype=np.float32))
         if k.ndim != 5:
             raise CheckpointError(f"the I3D checkpoint entry {path} is not a 3D conv kernel")
-        return k.permute(
-            4, 3, 0, 1, 2
-        ).contiguous()  # (kT, kH, kW, in, out) -> (out, in, kT, kH, kW)
+        # (kT, kH, kW, in, out) -> (out, in, kT, kH, kW)
+        return k.permute(4, 3, 0, 1, 2).contiguous()
 
     def vector(tree: dict[str, Any], path: str) -> torch.Tensor:
         return torch.from_numpy(np.array(_get(tree, path), dtype=np.float32).reshape(-1))
@@ -140,6 +139,13 @@ def flax_to_state_dict(ckpt: dict) -> dict[str, torch.Tensor]:
         state[f"{ours}.bn.running_var"] = vector(stats, f"{theirs}/BatchNorm_0/var")
     state["logits.conv3d.weight"] = kernel("Logits/Conv3d_0c_1x1/Conv_0/kernel")
     state["logits.conv3d.bias"] = vector(params, "Logits/Conv3d_0c_1x1/Conv_0/bias")
+    # Every array of the file must have found its place: anything else is another network.
+    num_arrays, expected = len(params) + len(stats), 4 * len(units) + 2
+    if num_arrays != expected:
+        raise CheckpointError(
+            f"the I3D checkpoint holds {num_arrays} arrays, expected {expected} for the "
+            "Kinetics-400 I3D (kernel, BatchNorm bias, mean and var per unit; logits bias)"
+        )
     return state
 
 
