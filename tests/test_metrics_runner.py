@@ -266,3 +266,25 @@ def test_two_gloo_ranks_equal_one_process(folders, tmp_path) -> None:
         assert got["second"][key] == pytest.approx(value, rel=1e-9, abs=1e-12), key
     assert got["caches"] == ["miss", "miss", "hit", "hit"]
     assert got["world"] == [2, 2, 2] and got["num_real"] == [NUM, 0, 5]
+
+
+def test_window_protocol_gives_the_drift_curve(tmp_path) -> None:
+    # 32-frame fakes whose first window is the very real clips and whose second is noisy: the
+    # curve is [0, FVD(noise)], against the reference of real 16-frame clips.
+    drift = dataclasses.replace(PROTOCOLS["fvd2048_128f_window16f"], frames=32)
+    (protocol,) = [resolve_protocol(drift, num=4, resolution=RES)]
+    assert protocol.name == "fvd4_128f_window16f" and protocol.reference().frames == 16
+    clips = real_clips(4, RES)
+    noisy = add_noise(clips, 40.0)
+    fake = FolderVideos.open(write_frame_folders(tmp_path / "fakes", torch.cat([clips, noisy], 2)))
+    detector = stand_in_detector("fvd")
+    (record,) = evaluate(
+        [protocol], fake=fake, data=_data(), detectors={"fvd": detector}, cache_dir=tmp_path
+    )
+    curve = record["drift"]["fvd"]
+    want = frechet_distance(detector.extract(clips), detector.extract(noisy), ddof=0)
+    assert curve[0] == pytest.approx(0.0, abs=1e-9) and curve[1] == pytest.approx(want, rel=1e-9)
+    results = record["results"]
+    assert results["fvd4_128f_window16f"] == pytest.approx((curve[0] + curve[1]) / 2)
+    assert results["fvd4_128f_window16f_w01"] == pytest.approx(curve[1])
+    assert record["drift"]["window_start_frames"] == [0, 16] and record["num_fake"] == 4

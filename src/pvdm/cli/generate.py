@@ -24,6 +24,14 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--fps", type=float, default=8.0)
     p.add_argument(
+        "--format",
+        dest="fmt",
+        choices=("mp4", "gif", "png", "mkv"),
+        default="mp4",
+        help="one file per video: mp4 (H.264, for viewing; lossy), gif, or lossless for "
+        "evaluation: png (a folder of PNG frames per video) or mkv (FFV1)",
+    )
+    p.add_argument(
         "--latent-pass-through",
         action="store_true",
         help="condition each next clip on the sampled latent instead of re-encoding its frames",
@@ -166,7 +174,7 @@ def _sample(args: argparse.Namespace) -> int:
         "reencode": not args.latent_pass_through,
         "seeds": [args.seed + i for i in range(args.num)],
     }
-    write_samples(args.out, videos, settings, fps=args.fps)
+    write_samples(args.out, videos, settings, fps=args.fps, fmt=args.fmt)
     print(f"wrote {args.num} videos of {videos.shape[2]} frames to {args.out}")
     return 0
 
@@ -212,7 +220,7 @@ def _continue(args: argparse.Namespace) -> int:
         "eta": eta,
         "seeds": [args.seed + i for i in range(args.num)],
     }
-    write_samples(args.out, full, settings, fps=args.fps)
+    write_samples(args.out, full, settings, fps=args.fps, fmt=args.fmt)
     print(
         f"wrote {args.num} continuation(s) to {args.out}: {video.shape[1]} given frames + "
         f"{generated.shape[2]} generated"

@@ -1,7 +1,10 @@
-"""Writing videos: H.264 mp4 (PyAV), looping GIF (Pillow) and PNG frame grids, atomically.
+"""Writing videos: H.264 mp4 (PyAV), looping GIF (Pillow), PNG frame grids, lossless FFV1 mkv
+and PNG frame folders, atomically.
 
 Not in the official code, which logs videos to TensorBoard only. Input is uint8
-`[B, C, T, H, W]` (or one video `[C, T, H, W]`); several videos are tiled into a grid.
+`[B, C, T, H, W]` (or one video `[C, T, H, W]`); several videos are tiled into a grid. mp4 and
+GIF are lossy (H.264's 4:2:0 chroma and quantisation, GIF's 256 colours) and bias FVD: for
+evaluation write `.mkv` (FFV1, bit-exact) or PNG frame folders (`write_frame_folder`).
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ from PIL import Image
 
 from pvdm.atomic import atomic_path
 
-SUFFIXES = (".mp4", ".gif", ".png")
+SUFFIXES = (".mp4", ".gif", ".png", ".mkv")
+LOSSLESS_SUFFIXES = (".mkv", ".png")  # what write_video writes without loss (.png: a grid)
 
 
 def write_video(
@@ -29,16 +33,17 @@ def write_video(
     every: int = 1,
     pad: int = 2,
 ) -> Path:
-    """Write uint8 `[B, C, T, H, W]` or `[C, T, H, W]` to .mp4, .gif or .png (by suffix).
+    """Write uint8 `[B, C, T, H, W]` or `[C, T, H, W]` to .mp4, .gif, .mkv or .png (by suffix).
 
-    mp4 and gif show the videos side by side in a grid (about square); png is a grid of frames
+    mp4, gif and mkv (lossless FFV1) show the videos side by side in a grid (about square); png
+    is a grid of frames
     with one row per video and one column per `every`-th frame. Cells are separated by `pad`
     white pixels. Returns the path.
     """
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in SUFFIXES:
-        raise ValueError(f"cannot write {path}: use a .mp4, .gif or .png file name")
+        raise ValueError(f"cannot write {path}: use a .mp4, .gif, .mkv or .png file name")
     batch = _as_batch(video)
     if suffix == ".png":
         write_png_grid(path, batch, every=every, pad=pad)
@@ -46,6 +51,8 @@ def write_video(
         frames = tile_videos(batch, pad=pad)
         if suffix == ".mp4":
             write_mp4(path, frames, fps=fps)
+        elif suffix == ".mkv":
+            write_lossless_mkv(path, frames, fps=fps)
         else:
             write_gif(path, frames, fps=fps)
     return path
@@ -100,6 +107,42 @@ def write_mp4(path: str | Path, frames: np.ndarray, *, fps: float = 8, crf: int 
             out.mux(packet)
 
 
+def write_lossless_mkv(path: str | Path, frames: np.ndarray, *, fps: float = 8) -> None:
+    """Lossless FFV1 (RGB) Matroska of uint8 frames `[T, H, W, 3]`: decodes bit-exactly."""
+    encode_video(
+        path, np.ascontiguousarray(frames), codec="ffv1", fps=Fraction(fps).limit_denominator(1001),
+        pix_fmt="bgr0", gop=None,
+    )  # fmt: skip
+
+
+def write_frame_folder(folder: str | Path, video: torch.Tensor | np.ndarray) -> Path:
+    """One uint8 video `[C, T, H, W]` as PNG frames `folder/000000.png ...` (lossless).
+
+    The frames are written under a temporary name and the folder renamed into place, so a
+    reader never sees half a video.
+    """
+    import os
+    import shutil
+    import tempfile
+
+    folder = Path(folder)
+    batch = _as_batch(video)
+    if batch.shape[0] != 1:
+        raise ValueError(f"write_frame_folder writes one video, got {batch.shape[0]}")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        for t, frame in enumerate(rearrange(batch[0], "c t h w -> t h w c").numpy()):
+            Image.fromarray(frame).save(tmp / f"{t:06d}.png", format="PNG")
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return folder
+
+
 def write_gif(path: str | Path, frames: np.ndarray, *, fps: float = 8) -> None:
     """Looping GIF of uint8 frames `[T, H, W, 3]`.
 
@@ -151,7 +194,7 @@ def encode_video(
     frames: np.ndarray,
     *,
     codec: str = "libx264",
-    fps: int = 25,
+    fps: int | Fraction = 25,
     pix_fmt: str = "yuv420p",
     gop: int | None = 12,
     max_b_frames: int | None = None,

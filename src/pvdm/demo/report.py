@@ -126,18 +126,37 @@ def _metrics_table(metrics: dict[str, Any]) -> str:
             value = metrics[key]
             text = f"{value:.4g}" if isinstance(value, float) else str(value)
             rows.append(f"<tr><td>{html.escape(label)}</td><td>{text}</td></tr>")
-    fvd = metrics.get("fvd_small")
-    if fvd:
-        rows.append(
-            f"<tr><td>FVD, {fvd['num_fake']} generated vs {fvd['num_real']} real clips "
-            f"(far too few to compare with published numbers)</td><td>{fvd['value']:.1f}</td></tr>"
-        )
-    else:
-        rows.append("<tr><td>FVD</td><td>skipped: no I3D weights (pvdm demo --i3d FILE)</td></tr>")
+    fvd = metrics.get("fvd") or {"skipped": "not computed"}
+    if "skipped" in fvd:
+        rows.append(f"<tr><td>FVD</td><td>skipped: {html.escape(str(fvd['skipped']))}</td></tr>")
     sampler = metrics.get("sampler")
     if sampler:
         rows.append(f"<tr><td>Sampler</td><td>{html.escape(json.dumps(sampler))}</td></tr>")
     return "<table>" + "".join(rows) + "</table>"
+
+
+def fvd_section(fvd: dict[str, Any]) -> str:
+    """The FVD ladder as a table and the drift curve as a chart (empty when FVD was skipped)."""
+    if not fvd or "rungs" not in fvd:
+        return ""
+    rows = "".join(
+        f"<tr><td>{html.escape(name)}</td><td>{r['fvd']:.1f}</td><td>{r['num']}</td></tr>"
+        for name, r in fvd["rungs"].items()
+    )
+    drift = fvd.get("drift", {})
+    window = drift.get("window_frames", 16)
+    points = [((i + 1) * window, v) for i, v in enumerate(drift.get("fvd", []))]
+    chart = line_chart(
+        {f"FVD per {window}-frame window": points},
+        f"drift: long videos ({drift.get('num_videos', '?')}) window by window",
+    ).replace(">step</text>", ">last frame of the window</text>")
+    detector = fvd.get("detector", {})
+    return f"""<h2>FVD ladder</h2>
+<p>Every rung against the same reference ({html.escape(str(fvd.get("reference", "")))}), detector
+<code>{html.escape(str(detector.get("name")))}</code> ({html.escape(str(detector.get("source")))},
+BatchNorm eps {detector.get("bn_eps")}). {html.escape(str(fvd.get("note", "")))}.</p>
+<table><tr><td><b>rung</b></td><td><b>FVD</b></td><td><b>clips</b></td></tr>{rows}</table>
+{chart}"""
 
 
 def write_report(out: str | Path, *, state: dict[str, Any], configs: dict[str, Any]) -> Path:
@@ -190,6 +209,7 @@ then sampling. Models this small and this briefly trained show the mechanics, no
 {_media("continuation.gif", f"left: a held-out video; right: its first {cont.get('given_frames', '?')} frames continued by the model ({cont.get('generated_frames', '?')} generated frames)", files)}
 <h2>Metrics</h2>
 {_metrics_table(metrics)}
+{fvd_section(metrics.get("fvd", {}))}
 <h2>Timings</h2>
 <table>{timing_rows}</table>
 <h2>Configuration</h2>

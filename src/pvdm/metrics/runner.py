@@ -244,9 +244,9 @@ def evaluate(
         real: dict[str, tuple[FeatureStats | None, dict[str, Any]]] = {}
         for p in group:
             if p.kind == "fvd":
-                clips = RealClips.open(data, p)
+                clips = RealClips.open(data, p.reference())
                 real[p.name] = reference_stats(
-                    p,
+                    p.reference(),
                     clips,
                     detectors["fvd"],
                     cache_dir=cache_dir,
@@ -257,15 +257,28 @@ def evaluate(
                 )
         lead = group[0]
         fake_stats = {p.name: FeatureStats(capture_rows=p.kind == "isv") for p in group}
+        window_stats = {
+            p.name: [FeatureStats() for _ in range(p.frames // p.window)] for p in group if p.window
+        }
         batches = fake.batches(
             lead, batch_size, rank=rank, world_size=world, num_workers=num_workers
         )
         names = ",".join(p.name for p in group)
         for videos, index in progress_batches(batches, lead.num_fake, f"{names} fake", progress):
             for p in group:
-                fake_stats[p.name].update(detectors[p.kind](videos), index=index)
+                if p.window:
+                    for k, stats in enumerate(window_stats[p.name]):
+                        clip = videos[:, :, k * p.window : (k + 1) * p.window]
+                        stats.update(detectors["fvd"](clip), index=index)
+                else:
+                    fake_stats[p.name].update(detectors[p.kind](videos), index=index)
         for p in group:
-            fake_stats[p.name].all_reduce()
+            if p.window:
+                for stats in window_stats[p.name]:
+                    stats.all_reduce()
+                fake_stats[p.name] = window_stats[p.name][0]
+            else:
+                fake_stats[p.name].all_reduce()
             rows = fake_stats[p.name].all_rows() if p.kind == "isv" else None  # collective
             if rank != 0:
                 continue
@@ -273,7 +286,23 @@ def evaluate(
                 "fake": fake.describe(p),
                 "detector": detectors[p.kind].describe(),
             }
-            if p.kind == "fvd":
+            if p.kind == "fvd" and p.window:
+                real_stats, sections["real"] = real[p.name]
+                curve = [
+                    frechet_distance(real_stats, w, ddof=p.cov_ddof, method=FRECHET_METHOD)
+                    for w in window_stats[p.name]
+                ]
+                # the protocol's value: the mean over windows; each window's value beside it
+                results = {p.name: sum(curve) / len(curve)}
+                results |= {f"{p.name}_w{k:02d}": v for k, v in enumerate(curve)}
+                sections["drift"] = {
+                    "window_frames": p.window,
+                    "window_start_frames": [k * p.window for k in range(len(curve))],
+                    "fvd": curve,
+                }
+                sections["frechet"] = {"method": FRECHET_METHOD, "cov_ddof": p.cov_ddof}
+                num_real = sections["real"]["clips"]
+            elif p.kind == "fvd":
                 real_stats, sections["real"] = real[p.name]
                 value = frechet_distance(
                     real_stats, fake_stats[p.name], ddof=p.cov_ddof, method=FRECHET_METHOD

@@ -27,8 +27,6 @@ from einops import rearrange
 from torch.utils.data import DataLoader, Dataset
 
 from pvdm.data import (
-    IMAGE_SUFFIXES,
-    VIDEO_SUFFIXES,
     DataConfig,
     build_dataset,
     center_crop_resize,
@@ -36,7 +34,6 @@ from pvdm.data import (
     eval_requests,
     read_video,
 )
-from pvdm.data.frames import natural_key
 from pvdm.errors import DataError
 from pvdm.metrics.protocols import Protocol
 
@@ -44,9 +41,10 @@ log = logging.getLogger(__name__)
 
 Batch = tuple[torch.Tensor, torch.Tensor]  # uint8 videos [B, C, T, H, W], sample indices [B]
 
-# When a folder holds one video in several formats (`pvdm sample` writes .mp4 and .gif), the
-# first of these is read: frame folders are lossless, H.264 at crf 18 beats a 256-colour GIF.
-FORMAT_PREFERENCE = ("", ".mp4", ".webm", ".mkv", ".mov", ".avi", ".m4v", ".gif")
+# Codecs that decode bit-exactly; anything else in a video file (H.264, VP9, GIF's palette, ...)
+# changes the pixels, and FVD with them (H.264 smooths away artifacts the detector penalises).
+LOSSLESS_CODECS = frozenset({"ffv1", "huffyuv", "ffvhuff", "png", "rawvideo", "utvideo", "qtrle"})
+LOSSY_IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".webp"})
 
 
 def shard(num: int, rank: int, world_size: int) -> list[int]:
@@ -165,43 +163,62 @@ def dataset_identity(cfg: DataConfig, dataset: Any) -> str:
 
 
 def list_videos(folder: str | os.PathLike) -> list[Path]:
-    """The videos in `folder` (one level): video files and frame folders, in natural order.
+    """The videos in `folder`: video files and frame folders, found as the data layer finds a
+    folder dataset (`pvdm.data.layouts`, recursive, natural order).
 
-    Several files of one name in different formats count once (see `FORMAT_PREFERENCE`);
-    images directly in `folder` (a `grid.png`) are not videos and are ignored.
+    Images directly in `folder` (`pvdm sample`'s `grid.png`) are not a video. Two files of one
+    name in different formats (`sample-0000.mp4` and `sample-0000.gif`, as older `pvdm sample`
+    wrote) are refused: each would count as a sample and bias the metric.
     """
+    from pvdm.data.layouts import discover
+
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"--fake {folder} is not a folder; give a folder of videos")
-    by_stem: dict[str, list[Path]] = {}
-    with os.scandir(folder) as entries:
-        for entry in entries:
-            if entry.name.startswith("."):
-                continue
-            path = Path(entry.path)
-            if entry.is_dir() and _has_frames(path):
-                by_stem.setdefault(path.name, []).append(path)
-            elif entry.is_file() and path.suffix.lower() in VIDEO_SUFFIXES:
-                by_stem.setdefault(path.stem, []).append(path)
-
-    def rank(p: Path) -> int:
-        suffix = "" if p.is_dir() else p.suffix.lower()
-        return FORMAT_PREFERENCE.index(suffix) if suffix in FORMAT_PREFERENCE else 99
-
-    chosen = [min(paths, key=rank) for paths in by_stem.values()]
-    duplicates = sum(len(paths) - 1 for paths in by_stem.values())
-    if duplicates:
-        log.info(
-            "%s: %d files repeat a video in another format; reading one each", folder, duplicates
-        )
-    return sorted(chosen, key=lambda p: natural_key(p.name))
+    root = folder.expanduser().absolute()
+    videos = [p for p, _ in discover(root, "folder", "all", 1).items if p != root]
+    stems: dict[Path, Path] = {}
+    for path in videos:
+        stem = path.with_suffix("") if path.is_file() else path
+        if stem in stems:
+            raise DataError(
+                f"--fake {folder} holds {stems[stem].name} and {path.name}, the same video in "
+                "two formats: keep one of them (pvdm sample now writes one file per video)"
+            )
+        stems[stem] = path
+    return videos
 
 
-def _has_frames(folder: Path) -> bool:
-    with os.scandir(folder) as entries:
-        return any(
-            os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES and e.is_file() for e in entries
-        )
+def lossy_reason(videos: Sequence[Path]) -> str | None:
+    """Why decoding these videos does not give back the generated pixels, or None if it does.
+
+    Frame folders are judged by their images' suffix, files by their codec (one probe per
+    suffix).
+    """
+    import av
+
+    reasons: Counter[str] = Counter()
+    codec_of: dict[str, str] = {}
+    for path in videos:
+        if path.is_dir():
+            first = next((n for n in sorted(os.listdir(path)) if not n.startswith(".")), "")
+            suffix = os.path.splitext(first)[1].lower()
+            if suffix in LOSSY_IMAGE_SUFFIXES:
+                reasons[f"{suffix[1:].upper()} frames"] += 1
+            continue
+        suffix = path.suffix.lower()
+        if suffix not in codec_of:
+            try:
+                with av.open(str(path)) as container:
+                    codec_of[suffix] = container.streams.video[0].codec_context.name
+            except (av.FFmpegError, OSError, IndexError):
+                codec_of[suffix] = "unreadable"
+        if codec_of[suffix] not in LOSSLESS_CODECS:
+            reasons[f"{codec_of[suffix]} {suffix}"] += 1
+    if not reasons:
+        return None
+    parts = ", ".join(f"{n} {kind}" for kind, n in reasons.most_common())
+    return f"{parts} (lossy)"
 
 
 class _FolderDataset(Dataset):
@@ -224,17 +241,30 @@ class FolderVideos:
     videos: list[Path]
     model: str | None = None  # the model that made them, when the user says so (recorded)
     model_sha256: dict[str, str] | None = None
+    lossy: str | None = None  # why the files do not hold the generated pixels exactly
 
     @classmethod
     def open(cls, path: str | os.PathLike, **record: Any) -> FolderVideos:
-        """List the videos of a folder; no video at all is a `DataError`."""
+        """List the videos of a folder; no video at all is a `DataError`. Lossy files warn."""
         videos = list_videos(path)
         if not videos:
             raise DataError(
                 f"no videos in --fake {path}: expected video files (mp4, gif, ...) or folders "
                 "of frames"
             )
-        return cls(Path(path), videos, **record)
+        fake = cls(Path(path), videos, **record)
+        fake.lossy = lossy_reason(videos)
+        if fake.lossy:
+            log.warning("%s", fake.lossy_warning())
+        return fake
+
+    def lossy_warning(self) -> str:
+        """One sentence on why a lossy folder biases FVD and what to do instead."""
+        return (
+            f"--fake {self.path} holds {self.lossy}: lossy encoding changes FVD (H.264 smoothed "
+            "a 7171 FVD to 4599 in docs/evaluation.md); write samples with `pvdm sample --format "
+            "png` (or mkv), or evaluate the model directly with --model"
+        )
 
     def native_resolution(self) -> int:
         """The shorter side of the first video's frames."""
@@ -248,6 +278,7 @@ class FolderVideos:
             "path": str(self.path),
             "videos_in_folder": len(self.videos),
             "videos_used": f"the first {protocol.num_fake}, frames from 0",
+            "lossy": self.lossy,
             "model": self.model,
             "model_sha256": self.model_sha256,
         }

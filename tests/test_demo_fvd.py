@@ -1,0 +1,65 @@
+"""The demo's FVD ladder and its detector check: rungs, drift curve, budget, report section."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+from einops import rearrange
+from pvdm.demo_outputs import _fvd_ladder
+from pvdm.report import fvd_section
+
+from pvdm.data import DataConfig
+from pvdm.errors import WeightsError
+from pvdm.metrics.detectors import Detector
+from pvdm.metrics.ladder import FLOOR, FROZEN, NOISE, SHUFFLED
+
+
+def _cheap_features(videos: torch.Tensor) -> torch.Tensor:
+    """Per-frame mean colour and mean absolute frame difference: a stand-in for I3D."""
+    x = videos.float() / 255
+    colour = rearrange(x.mean(dim=(3, 4)), "b c t -> b (c t)")
+    motion = rearrange((x[:, :, 1:] - x[:, :, :-1]).abs().mean(dim=(3, 4)), "b c t -> b (c t)")
+    return torch.cat([colour, motion], dim=1)
+
+
+def _detector() -> Detector:
+    return Detector("cheap", "0" * 64, _cheap_features, info={"source": "test", "bn_eps": None})
+
+
+def test_ladder_rungs_drift_and_report(tmp_path) -> None:
+    data = DataConfig(path="synthetic", resolution=32, frames=16, synthetic_videos=32)
+    pipe = SimpleNamespace(clip_frames=8, autoencoder=lambda x: x)  # lossless "autoencoder"
+    gen = torch.Generator().manual_seed(0)
+    samples = torch.randint(0, 256, (8, 3, 16, 32, 32), generator=gen, dtype=torch.uint8)
+    long = torch.randint(0, 256, (2, 3, 64, 32, 32), generator=gen, dtype=torch.uint8)
+    fvd = _fvd_ladder(_detector(), 600.0, pipe, data, samples, long, seed=0)
+    rungs = fvd["rungs"]
+    assert fvd["num_per_rung"] == 8 and all(r["num"] == 8 for r in rungs.values())
+    # A lossless autoencoder gives the floor (up to the uint8 round trip); noise is far above it.
+    assert rungs["autoencoder reconstructions (rFVD)"]["fvd"] == pytest.approx(
+        rungs[FLOOR]["fvd"], rel=0.02
+    )
+    assert (
+        rungs[FLOOR]["fvd"] < rungs[SHUFFLED]["fvd"] and rungs[FLOOR]["fvd"] < rungs[FROZEN]["fvd"]
+    )
+    assert rungs[NOISE]["fvd"] > 3 * rungs[FLOOR]["fvd"]
+    assert len(fvd["drift"]["fvd"]) == 4 and fvd["drift"]["window_frames"] == 16
+    html = fvd_section(fvd)
+    assert "FVD ladder" in html and FLOOR in html and "<polyline" in html
+
+
+def test_ladder_is_skipped_when_the_budget_is_too_small() -> None:
+    samples = torch.zeros(8, 3, 16, 32, 32, dtype=torch.uint8)
+    out = _fvd_ladder(_detector(), 3.0, None, None, samples, samples, seed=0)
+    assert "skipped" in out and "time budget" in out["skipped"]
+    assert fvd_section(out) == ""
+
+
+def test_demo_checks_its_detector_before_training(tmp_path) -> None:
+    from pvdm.demo import run_demo
+
+    with pytest.raises(WeightsError, match="not found"):
+        run_demo(tmp_path / "demo", minutes=0.1, i3d=str(tmp_path / "missing.pt"))
+    assert not (tmp_path / "demo").exists()  # nothing trained, nothing written
