@@ -66,7 +66,7 @@ def test_png_grid_is_exact(tmp_path) -> None:
 def test_bad_inputs() -> None:
     with pytest.raises(TypeError, match="from_model_range"):
         write_video("x.mp4", torch.zeros(3, 2, 8, 8))
-    with pytest.raises(ValueError, match=r"\.mp4, \.gif or \.png"):
+    with pytest.raises(ValueError, match=r"\.mp4, \.gif, \.mkv or \.png"):
         write_video("x.avi", torch.zeros(3, 2, 8, 8, dtype=torch.uint8))
     with pytest.raises(ValueError, match="expected a video"):
         write_video("x.png", torch.zeros(8, 8, dtype=torch.uint8))

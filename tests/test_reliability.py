@@ -236,11 +236,12 @@ def test_output_folder_is_cleared_of_old_samples_only(tmp_path) -> None:
 
     out = tmp_path / "out"
     videos = torch.zeros(3, 3, 2, 8, 8, dtype=torch.uint8)
-    write_samples(out, videos, {"num": 3})
+    write_samples(out, videos, {"num": 3}, fmt="png")  # PNG frame folders sample-000i/
     write_samples(out, videos[:1], {"num": 1})
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["grid.png", "sample-0000.gif", "sample-0000.mp4", "settings.json"]
-    assert json.loads((out / "settings.json").read_text()) == {"num": 1}
+    assert names == ["grid.png", "sample-0000.mp4", "settings.json"]
+    settings = json.loads((out / "settings.json").read_text())
+    assert settings == {"num": 1, "format": "mp4", "lossless": False}
     (out / "notes.txt").write_text("mine")
     with pytest.raises(PvdmError, match=r"notes\.txt"):
         prepare_output_folder(out)
