@@ -7,10 +7,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 from einops import rearrange
-from pvdm.demo_outputs import _fvd_ladder
-from pvdm.report import fvd_section
 
 from pvdm.data import DataConfig
+from pvdm.demo.outputs import _fvd_ladder
+from pvdm.demo.report import fvd_section
 from pvdm.errors import WeightsError
 from pvdm.metrics.detectors import Detector
 from pvdm.metrics.ladder import FLOOR, FROZEN, NOISE, SHUFFLED
@@ -58,7 +58,7 @@ def test_ladder_is_skipped_when_the_budget_is_too_small() -> None:
 
 
 def test_demo_checks_its_detector_before_training(tmp_path) -> None:
-    from pvdm.demo import run_demo
+    from pvdm.demo.run import run_demo
 
     with pytest.raises(WeightsError, match="not found"):
         run_demo(tmp_path / "demo", minutes=0.1, i3d=str(tmp_path / "missing.pt"))
