@@ -120,3 +120,25 @@ def test_no_import_cycles_between_packages() -> None:
         targets.discard(top)
     cycle = find_cycle(packages)
     assert cycle is None, "package import cycle: " + " -> ".join(cycle)
+
+
+def torch_distributed_importers() -> list[str]:
+    """The pvdm modules that import `torch.distributed` (in any form) anywhere in their source."""
+    found = []
+    for path in sorted(SRC.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+            else:
+                continue
+            if any(n == "torch.distributed" or n.startswith("torch.distributed.") for n in names):
+                found.append(_module_name(path))
+                break
+    return found
+
+
+def test_only_the_runtime_talks_to_torch_distributed() -> None:
+    # the process-group helpers exist once (pvdm.runtime); metrics and training call them
+    assert torch_distributed_importers() == ["pvdm.runtime"]

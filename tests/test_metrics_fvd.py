@@ -10,7 +10,6 @@ from einops import rearrange
 
 from pvdm.errors import CheckpointError, WeightsError
 from pvdm.metrics import frechet_distance
-from pvdm.metrics.device import full_fp32_convs
 from pvdm.metrics.fvd import (
     TorchScriptI3D,
     i3d_features,
@@ -19,6 +18,7 @@ from pvdm.metrics.fvd import (
     preprocess_i3d,
 )
 from pvdm.metrics.i3d import InceptionI3d, same_padding
+from pvdm.runtime import full_fp32_convs
 
 GOLDEN = Path(__file__).resolve().parents[1].parent / "shared/golden/official/i3d_fvd.safetensors"
 

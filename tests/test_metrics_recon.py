@@ -9,8 +9,9 @@ import pytest
 import scipy.ndimage
 import torch
 
+from pvdm.data import to_model_range
 from pvdm.metrics import lpips_video, psnr, psnr_uint8, ssim, ssim_uint8
-from pvdm.metrics.recon import gaussian_window, uint8_to_unit
+from pvdm.metrics.recon import gaussian_window
 
 
 def _videos(seed: int, shape=(2, 3, 4, 24, 20)) -> torch.Tensor:
@@ -33,7 +34,7 @@ def test_psnr_uint8_equals_psnr_on_model_range() -> None:
     a = torch.randint(0, 256, (3, 3, 2, 8, 8), generator=gen, dtype=torch.uint8)
     b = torch.randint(0, 256, (3, 3, 2, 8, 8), generator=gen, dtype=torch.uint8)
     torch.testing.assert_close(
-        psnr_uint8(a, b, reduction="none"), psnr(uint8_to_unit(a), uint8_to_unit(b), "none")
+        psnr_uint8(a, b, reduction="none"), psnr(to_model_range(a), to_model_range(b), "none")
     )
     c = torch.full((1, 3, 1, 4, 4), 100, dtype=torch.uint8)
     assert psnr_uint8(c, c + 51).item() == pytest.approx(-10 * math.log10(0.2**2))
@@ -86,7 +87,7 @@ def test_ssim_uint8_equals_ssim_on_unit_scale() -> None:
     a = torch.randint(0, 256, (2, 3, 2, 16, 16), generator=gen, dtype=torch.uint8)
     b = (a.int() + torch.randint(-20, 21, a.shape, generator=gen)).clamp(0, 255).to(torch.uint8)
     torch.testing.assert_close(
-        ssim_uint8(a, b, "none"), ssim(uint8_to_unit(a), uint8_to_unit(b), "none")
+        ssim_uint8(a, b, "none"), ssim(to_model_range(a), to_model_range(b), "none")
     )
 
 

@@ -8,7 +8,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from pvdm.metrics import FeatureStats, accumulate_features, frechet_distance, gather_rows
+from pvdm.metrics import FeatureStats, accumulate_features, frechet_distance
+from pvdm.runtime import gather_rows
 
 
 def _features(n: int, d: int = 6, seed: int = 0) -> np.ndarray:

@@ -10,10 +10,12 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from torch import nn
 
 from pvdm.errors import ConfigError
 
@@ -85,20 +87,104 @@ def rank_and_world() -> tuple[int, int]:
     return 0, 1
 
 
+def _several_ranks() -> bool:
+    return rank_and_world()[1] > 1
+
+
+def comm_device() -> torch.device:
+    """The device collectives take tensors on: this rank's GPU under NCCL, else the CPU (gloo)."""
+    if dist.get_backend() == "nccl":  # NCCL moves CUDA tensors only
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+_REDUCE_OPS = {"sum": "SUM", "max": "MAX", "min": "MIN"}
+
+
+def all_reduce(tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
+    """Reduce a tensor (on any device) over ranks in place and return it; no-op in one process.
+
+    `op` is "sum", "max" or "min". A tensor not on `comm_device()` travels through a copy there.
+    """
+    if not _several_ranks():
+        return tensor
+    reduce_op = getattr(dist.ReduceOp, _REDUCE_OPS[op])
+    device = comm_device()
+    if tensor.device == device:
+        dist.all_reduce(tensor, op=reduce_op)
+        return tensor
+    moved = tensor.to(device)
+    dist.all_reduce(moved, op=reduce_op)
+    return tensor.copy_(moved)
+
+
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     """Sum a tensor over ranks in place and return it (no-op in a single process)."""
-    if dist.is_initialized():
-        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
-    return tensor
+    return all_reduce(tensor, "sum")
 
 
-def any_rank(flag: bool, device: torch.device) -> bool:
+def any_rank(flag: bool) -> bool:
     """True on every rank if it is true on any rank (an all-reduce MAX; used for stop requests)."""
-    if not dist.is_initialized():
+    return bool(all_reduce(torch.tensor([int(flag)]), "max").item())
+
+
+def from_rank0(flag: bool) -> bool:
+    """Rank 0's `flag` on every rank (a broadcast; itself in one process)."""
+    if not _several_ranks():
         return flag
-    t = torch.tensor([1.0 if flag else 0.0], device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item() > 0)
+    t = torch.tensor([int(flag)], device=comm_device())
+    dist.broadcast(t, src=0)
+    return bool(t.item())
+
+
+def gather_rows(rows: torch.Tensor) -> torch.Tensor:
+    """Concatenate a [N_r, ...] tensor from every rank (rank order); N_r may differ per rank."""
+    if not _several_ranks():
+        return rows
+    device = comm_device()
+    world = rank_and_world()[1]
+    n = torch.tensor([rows.shape[0]], dtype=torch.long, device=device)
+    counts = [torch.zeros_like(n) for _ in range(world)]
+    dist.all_gather(counts, n)
+    counts = [int(c.item()) for c in counts]
+    padded = torch.zeros((max(counts), *rows.shape[1:]), dtype=rows.dtype, device=device)
+    padded[: rows.shape[0]] = rows.to(device)
+    parts = [torch.empty_like(padded) for _ in range(world)]
+    dist.all_gather(parts, padded)
+    return torch.cat([p[:c] for p, c in zip(parts, counts)]).to(rows.device)
+
+
+def module_device(module: nn.Module) -> torch.device:
+    """The device of a module's first parameter or buffer (CPU if it has none)."""
+    for t in module.parameters():
+        return t.device
+    for t in module.buffers():
+        return t.device
+    return torch.device("cpu")
+
+
+@contextlib.contextmanager
+def full_fp32_convs(device: torch.device) -> Iterator[None]:
+    """Run cuDNN float32 convolutions in full float32 (no TF32) inside the block.
+
+    TF32 convolutions (10 mantissa bits) are PyTorch's default on recent GPUs; they move metric
+    features far more than float32 rounding does, so reference-precision features turn them
+    off. A no-op on other devices.
+    """
+    if device.type != "cuda":
+        yield
+        return
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    if conv is not None and hasattr(conv, "fp32_precision"):  # torch >= 2.9
+        owner, name, value = conv, "fp32_precision", "ieee"
+    else:
+        owner, name, value = torch.backends.cudnn, "allow_tf32", False
+    previous = getattr(owner, name)
+    setattr(owner, name, value)
+    try:
+        yield
+    finally:
+        setattr(owner, name, previous)
 
 
 def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:

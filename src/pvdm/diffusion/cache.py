@@ -30,7 +30,7 @@ from pvdm.atomic import atomic_path, atomic_write_text
 from pvdm.data import to_model_range
 from pvdm.errors import DataError
 from pvdm.models.latent import LatentShape, TriplaneLatent
-from pvdm.runtime import autocast
+from pvdm.runtime import autocast, module_device
 from pvdm.seeds import mix_seed
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ def build_latent_cache(
     """Encode `windows_per_video` double-length windows of every video into `out`."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    device = next(autoencoder.parameters()).device
+    device = module_device(autoencoder)
     autoencoder.eval()
     requests = [
         (v, w) for v in range(len(dataset)) for w in range(windows_per_video)

@@ -27,7 +27,7 @@ from pvdm.diffusion.samplers import DEFAULT_ETA, SAMPLERS, make_denoiser
 from pvdm.diffusion.schedule import NoiseSchedule
 from pvdm.errors import PvdmError
 from pvdm.models import TriplaneLatent, load_model, randn_latent
-from pvdm.runtime import generator
+from pvdm.runtime import generator, module_device
 from pvdm.seeds import mix_seed
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ class PVDMPipeline:
 
     @property
     def device(self) -> torch.device:
-        return next(self.unet.parameters()).device
+        return module_device(self.unet)
 
     def to(self, device: torch.device | str) -> PVDMPipeline:
         self.unet.to(device)

@@ -19,7 +19,7 @@ from pvdm.metrics.i3d_flax import kinetics400_classes
 from pvdm.metrics.inception_score import inception_score
 from pvdm.metrics.protocols import PROTOCOLS, Protocol, get_protocol
 from pvdm.metrics.recon import lpips_video, psnr, psnr_uint8, ssim, ssim_uint8
-from pvdm.metrics.stats import FeatureStats, accumulate_features, gather_rows
+from pvdm.metrics.stats import FeatureStats, accumulate_features
 
 __all__ = [
     "PROTOCOLS",
@@ -28,7 +28,6 @@ __all__ = [
     "accumulate_features",
     "c3d_probs",
     "frechet_distance",
-    "gather_rows",
     "get_protocol",
     "i3d_features",
     "inception_score",

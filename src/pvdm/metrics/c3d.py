@@ -25,7 +25,7 @@ from einops import rearrange
 from torch import nn
 
 from pvdm.errors import CheckpointError
-from pvdm.metrics.device import full_fp32_convs, module_device
+from pvdm.runtime import full_fp32_convs, module_device
 from pvdm.weights import resolve_weights
 
 C3D_FRAMES = 16

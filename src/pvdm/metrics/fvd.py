@@ -33,7 +33,6 @@ from einops import rearrange
 from torch import nn
 
 from pvdm.errors import CheckpointError, WeightsError
-from pvdm.metrics.device import full_fp32_convs, module_device
 from pvdm.metrics.i3d import InceptionI3d, load_i3d_state_dict
 from pvdm.metrics.i3d_flax import (
     SOURCE_TF_HUB,
@@ -44,6 +43,7 @@ from pvdm.metrics.i3d_flax import (
     is_flax_i3d_checkpoint,
     read_numpy_pickle,
 )
+from pvdm.runtime import full_fp32_convs, module_device
 from pvdm.weights import file_sha256, resolve_weights
 
 I3D_RESOLUTION = 224

@@ -45,11 +45,6 @@ def _check_pair(x: torch.Tensor, y: torch.Tensor, dtype: torch.dtype | None = No
         raise ValueError(f"expected {dtype} videos, got {x.dtype} and {y.dtype}")
 
 
-def uint8_to_unit(videos: torch.Tensor) -> torch.Tensor:
-    """uint8 videos -> float in [-1, 1] (x / 127.5 - 1)."""
-    return videos.float() / 127.5 - 1.0
-
-
 def psnr(x: torch.Tensor, x_hat: torch.Tensor, reduction: Reduction = "mean") -> torch.Tensor:
     """PSNR in dB of videos in [-1, 1] (float64): per video, or the mean over videos."""
     _check_pair(x, x_hat)

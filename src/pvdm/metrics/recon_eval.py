@@ -22,7 +22,6 @@ import torch
 from pvdm.data import DataConfig, from_model_range, to_model_range
 from pvdm.errors import ConfigError
 from pvdm.metrics.detectors import Detector
-from pvdm.metrics.device import module_device
 from pvdm.metrics.frechet import frechet_distance
 from pvdm.metrics.protocols import Protocol
 from pvdm.metrics.recon import lpips_video, psnr, ssim
@@ -31,13 +30,12 @@ from pvdm.metrics.runner import (
     FRECHET_METHOD,
     lookup_reference,
     progress_batches,
-    rank_and_world,
     real_record,
     store_reference,
-    sum_over_ranks,
 )
 from pvdm.metrics.sources import RealClips
 from pvdm.metrics.stats import FeatureStats
+from pvdm.runtime import all_reduce_sum, module_device, rank_and_world
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +100,7 @@ def evaluate_recon(
             fake_acc.update(i3d(from_model_range(x_hat)))
             if not cached.hit:
                 real_acc.update(i3d(videos))
-    sums = sum_over_ranks(sums)
+    all_reduce_sum(sums)
     real_stats = None
     if i3d is not None:
         fake_acc.all_reduce()

@@ -22,8 +22,6 @@ from pathlib import Path
 from typing import Any
 from typing import Protocol as TypingProtocol
 
-import torch
-import torch.distributed as dist
 from tqdm import tqdm
 
 from pvdm.data import DataConfig
@@ -36,7 +34,7 @@ from pvdm.metrics.refstats import load_refstats, refstats_key, refstats_path, sa
 from pvdm.metrics.results import make_record
 from pvdm.metrics.sources import Batch, RealClips
 from pvdm.metrics.stats import FeatureStats
-from pvdm.runtime import rank_and_world
+from pvdm.runtime import from_rank0, rank_and_world
 
 log = logging.getLogger(__name__)
 
@@ -58,30 +56,6 @@ class FakeSource(TypingProtocol):
         world_size: int = 1,
         num_workers: int = 0,
     ) -> Iterator[Batch]: ...
-
-
-def _comm_device() -> torch.device:
-    if dist.get_backend() == "nccl":  # NCCL moves CUDA tensors only
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")
-
-
-def _from_rank0(flag: bool) -> bool:
-    """Rank 0's `flag` on every rank."""
-    if rank_and_world()[1] == 1:
-        return flag
-    t = torch.tensor([int(flag)], device=_comm_device())
-    dist.broadcast(t, src=0)
-    return bool(t.item())
-
-
-def sum_over_ranks(values: torch.Tensor) -> torch.Tensor:
-    """The sum of a (CPU) tensor over ranks (itself in one process); collective."""
-    if rank_and_world()[1] == 1:
-        return values
-    t = values.to(_comm_device())
-    dist.all_reduce(t, op=dist.ReduceOp.SUM)
-    return t.cpu()
 
 
 def progress_batches(
@@ -138,7 +112,7 @@ def lookup_reference(
     key = refstats_key(real.identity, protocol, detector.sha256)
     path = refstats_path(key, cache_dir)
     stats = load_refstats(path, key) if rank_and_world()[0] == 0 else None
-    hit = _from_rank0(stats is not None)
+    hit = from_rank0(stats is not None)
     if hit and stats is not None:
         log.info("reference statistics for %s loaded from cache %s", protocol.name, path)
     return CachedStats(stats, hit, path)

@@ -13,18 +13,8 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 import torch
-import torch.distributed as dist
 
-
-def _dist_ready() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-
-
-def _comm_device(fallback: torch.device) -> torch.device:
-    # NCCL reduces CUDA tensors only; gloo takes CPU tensors.
-    if dist.get_backend() == "nccl":
-        return torch.device("cuda", torch.cuda.current_device())
-    return fallback if fallback.type == "cpu" else torch.device("cpu")
+from pvdm.runtime import all_reduce, gather_rows, rank_and_world
 
 
 class FeatureStats:
@@ -89,14 +79,10 @@ class FeatureStats:
         if self._reduced:
             raise RuntimeError("FeatureStats.all_reduce called twice")
         self._reduced = True
-        if not _dist_ready():
+        if rank_and_world()[1] == 1:
             return self
-        local = self._sum.device if self._sum is not None else torch.device("cpu")
-        device = _comm_device(local)
         # A rank that saw no rows does not know the feature size yet: agree on it first.
-        d = torch.tensor([self.num_features or 0], dtype=torch.long, device=device)
-        dist.all_reduce(d, op=dist.ReduceOp.MAX)
-        d = int(d.item())
+        d = int(all_reduce(torch.tensor([self.num_features or 0], dtype=torch.long), "max").item())
         if self.num_features is None:
             self.num_features = d
             self._sum = torch.zeros(d, dtype=torch.float64)
@@ -107,8 +93,8 @@ class FeatureStats:
                 self._sum.cpu(),
                 self._outer.cpu().reshape(-1),
             ]
-        ).to(device)
-        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+        )
+        all_reduce(flat, "sum")
         self.count = round(flat[0].item())
         self._sum = flat[1 : 1 + d].to(self._sum.device)
         self._outer = flat[1 + d :].reshape(d, d).to(self._outer.device)
@@ -138,10 +124,9 @@ class FeatureStats:
         index = None
         if len(self._index) == len(self._rows):  # every batch came with indices
             index = torch.cat(self._index) if self._index else torch.zeros(0, dtype=torch.long)
-        if _dist_ready():
+        if rank_and_world()[1] > 1:
             # Sort by index only if every rank has one (a rank without rows does not object).
-            ok = torch.tensor([int(index is not None)], device=_comm_device(rows.device))
-            dist.all_reduce(ok, op=dist.ReduceOp.MIN)
+            ok = all_reduce(torch.tensor([int(index is not None)]), "min")
             index = index if ok.item() else None
             rows = gather_rows(rows)
             if index is not None:
@@ -173,23 +158,6 @@ class FeatureStats:
         stats._outer = torch.from_numpy(cov * (count - ddof) + count * np.outer(mean, mean))
         stats._reduced = True
         return stats
-
-
-def gather_rows(rows: torch.Tensor) -> torch.Tensor:
-    """Concatenate a [N_r, ...] tensor from every rank (rank order); N_r may differ per rank."""
-    if not _dist_ready():
-        return rows
-    device = _comm_device(rows.device)
-    world = dist.get_world_size()
-    n = torch.tensor([rows.shape[0]], dtype=torch.long, device=device)
-    counts = [torch.zeros_like(n) for _ in range(world)]
-    dist.all_gather(counts, n)
-    counts = [int(c.item()) for c in counts]
-    padded = torch.zeros((max(counts), *rows.shape[1:]), dtype=rows.dtype, device=device)
-    padded[: rows.shape[0]] = rows.to(device)
-    parts = [torch.empty_like(padded) for _ in range(world)]
-    dist.all_gather(parts, padded)
-    return torch.cat([p[:c] for p, c in zip(parts, counts)]).to(rows.device)
 
 
 def accumulate_features(

@@ -210,7 +210,7 @@ def train_autoencoder(
     with StopRequest() as stop:
         while True:
             done = step >= tc.max_steps
-            stopping = any_rank(stop.requested, device)
+            stopping = any_rank(stop.requested)
 
             # report
             if step > monitor.last_step and (step % tc.log_every == 0 or done or stopping):

@@ -223,7 +223,7 @@ def train_diffusion(cfg: DiffusionRunConfig, outdir: str | Path, restart: bool =
     with StopRequest() as stop:
         while True:
             done = step >= tc.max_steps
-            stopping = any_rank(stop.requested, device)
+            stopping = any_rank(stop.requested)
             if step > monitor.last_step and (step % tc.log_every == 0 or done or stopping):
                 monitor.report(step)
             if tc.preview_every and step % tc.preview_every == 0 and info.is_main:

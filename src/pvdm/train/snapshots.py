@@ -19,7 +19,7 @@ import torch
 from pvdm import runs
 from pvdm.data import from_model_range, to_model_range, write_video
 from pvdm.runs import resolve_snapshot
-from pvdm.runtime import autocast
+from pvdm.runtime import autocast, module_device
 from pvdm.train.checkpoint import RunFolder
 
 __all__ = ["resolve_snapshot", "save_preview", "save_snapshot", "snapshot_dir"]
@@ -60,7 +60,7 @@ def save_preview(
     precision: str,
 ) -> Path:
     """Real (left) next to reconstructed (right) clips as a GIF, also sent to TensorBoard."""
-    device = next(model.parameters()).device
+    device = module_device(model)
     was_training = model.training
     model.eval()
     x = to_model_range(clips.to(device))
