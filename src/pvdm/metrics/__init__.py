@@ -12,14 +12,16 @@ statistics), `pvdm.metrics.recon_eval.evaluate_recon` (PSNR/SSIM/LPIPS/rFVD of a
 and `pvdm.metrics.results` (metric-<name>.jsonl lines, the printed table).
 """
 
-from pvdm.metrics.c3d import c3d_probs, load_c3d
-from pvdm.metrics.frechet import frechet_distance, trace_sqrt_product
-from pvdm.metrics.fvd import i3d_features, load_i3d
-from pvdm.metrics.i3d_flax import kinetics400_classes
-from pvdm.metrics.inception_score import inception_score
+from pvdm.metrics.c3d import c3d_probs, inception_score, load_c3d
+from pvdm.metrics.fvd import i3d_features, kinetics400_classes, load_i3d
 from pvdm.metrics.protocols import PROTOCOLS, Protocol, get_protocol
 from pvdm.metrics.recon import lpips_video, psnr, psnr_uint8, ssim, ssim_uint8
-from pvdm.metrics.stats import FeatureStats, accumulate_features
+from pvdm.metrics.stats import (
+    FeatureStats,
+    accumulate_features,
+    frechet_distance,
+    trace_sqrt_product,
+)
 
 __all__ = [
     "PROTOCOLS",

@@ -18,7 +18,7 @@ import torch
 from einops import rearrange
 
 from pvdm.metrics.baselines import freeze, noise_videos, shuffle_time
-from pvdm.metrics.frechet import frechet_distance
+from pvdm.metrics.stats import frechet_distance
 
 Extract = Callable[[torch.Tensor], torch.Tensor]  # uint8 videos [B, C, T, H, W] -> rows [B, D]
 

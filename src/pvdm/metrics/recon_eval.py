@@ -22,7 +22,6 @@ import torch
 from pvdm.data import DataConfig, from_model_range, to_model_range
 from pvdm.errors import ConfigError
 from pvdm.metrics.detectors import Detector
-from pvdm.metrics.frechet import frechet_distance
 from pvdm.metrics.protocols import Protocol
 from pvdm.metrics.recon import lpips_video, psnr, ssim
 from pvdm.metrics.results import make_record
@@ -34,7 +33,7 @@ from pvdm.metrics.runner import (
     store_reference,
 )
 from pvdm.metrics.sources import RealClips
-from pvdm.metrics.stats import FeatureStats
+from pvdm.metrics.stats import FeatureStats, frechet_distance
 from pvdm.runtime import all_reduce_sum, module_device, rank_and_world
 
 log = logging.getLogger(__name__)

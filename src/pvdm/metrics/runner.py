@@ -26,19 +26,18 @@ from tqdm import tqdm
 
 from pvdm.data import DataConfig
 from pvdm.errors import ConfigError
+from pvdm.metrics.c3d import inception_score
 from pvdm.metrics.detectors import Detector
-from pvdm.metrics.frechet import frechet_distance
-from pvdm.metrics.inception_score import inception_score
 from pvdm.metrics.protocols import Protocol
 from pvdm.metrics.refstats import load_refstats, refstats_key, refstats_path, save_refstats
 from pvdm.metrics.results import make_record
 from pvdm.metrics.sources import Batch, RealClips
-from pvdm.metrics.stats import FeatureStats
+from pvdm.metrics.stats import FeatureStats, frechet_distance
 from pvdm.runtime import from_rank0, rank_and_world
 
 log = logging.getLogger(__name__)
 
-FRECHET_METHOD = "eigh"  # see pvdm.metrics.frechet; recorded with every FVD
+FRECHET_METHOD = "eigh"  # see pvdm.metrics.stats.frechet_distance; recorded with every FVD
 
 
 class FakeSource(TypingProtocol):
