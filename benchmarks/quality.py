@@ -109,8 +109,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from pvdm.charts import bar_chart_png
     from pvdm.data import DataConfig, from_model_range, to_model_range
     from pvdm.diffusion.pipeline import PVDMPipeline
-    from pvdm.metrics.detectors import load_fvd_detector
     from pvdm.metrics.ladder import FLOOR, baseline_videos, join_frames, split_frames, window_fvds
+    from pvdm.metrics.protocols import load_fvd_detector
     from pvdm.metrics.recon import psnr_uint8, ssim_uint8
     from pvdm.metrics.stats import frechet_distance
 

@@ -14,8 +14,8 @@ from einops import rearrange
 from PIL import Image
 
 from pvdm.data import DataConfig, eval_requests, open_dataset
-from pvdm.metrics.detectors import Detector
 from pvdm.metrics.i3d import InceptionI3d
+from pvdm.metrics.protocols import Detector
 
 
 def sky() -> Path:

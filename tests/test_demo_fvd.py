@@ -12,8 +12,8 @@ from pvdm.data import DataConfig
 from pvdm.demo.outputs import _fvd_ladder
 from pvdm.demo.report import fvd_section
 from pvdm.errors import WeightsError
-from pvdm.metrics.detectors import Detector
 from pvdm.metrics.ladder import FLOOR, FROZEN, NOISE, SHUFFLED
+from pvdm.metrics.protocols import Detector
 
 
 def _cheap_features(videos: torch.Tensor) -> torch.Tensor:

@@ -183,9 +183,9 @@ def test_errors_are_one_clear_line(env, monkeypatch):
 
 
 def test_isv_with_a_folder_of_fakes_needs_no_real_data(env, monkeypatch, tmp_path):
-    import pvdm.metrics.detectors as detectors
+    import pvdm.metrics.protocols as protocols
 
-    monkeypatch.setattr(detectors, "load_isv_detector", lambda *a, **k: stand_in_detector("isv"))
+    monkeypatch.setattr(protocols, "load_isv_detector", lambda *a, **k: stand_in_detector("isv"))
     fakes = add_noise(torch.full((10, 3, 16, 16, 16), 128, dtype=torch.uint8), 60.0)
     write_frame_folders(tmp_path / "fakes", fakes)
     code, out, err = run(

@@ -18,7 +18,6 @@ from einops import rearrange
 
 from pvdm.errors import CheckpointError, WeightsError
 from pvdm.metrics import frechet_distance
-from pvdm.metrics.baselines import add_noise, blur, freeze, shuffle_time
 from pvdm.metrics.fvd import (
     TF_BN_EPS,
     detector_info,
@@ -27,6 +26,7 @@ from pvdm.metrics.fvd import (
     load_i3d,
     read_numpy_pickle,
 )
+from pvdm.metrics.ladder import add_noise, blur, freeze, shuffle_time
 from pvdm.weights import resolve_weights
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"

@@ -9,7 +9,7 @@ import pytest
 
 from pvdm.errors import ConfigError
 from pvdm.metrics import PROTOCOLS, FeatureStats, frechet_distance, get_protocol
-from pvdm.metrics.refstats import (
+from pvdm.metrics.protocols import (
     load_refstats,
     refstats_key,
     refstats_path,

@@ -23,7 +23,7 @@ from eval_helpers import (
 from pvdm.data import DataConfig
 from pvdm.errors import ConfigError
 from pvdm.metrics import PROTOCOLS, frechet_distance, inception_score, ssim
-from pvdm.metrics.recon_eval import evaluate_recon, reconstruct
+from pvdm.metrics.recon import evaluate_recon, reconstruct
 from pvdm.metrics.runner import evaluate, reference_stats, resolve_protocol
 from pvdm.metrics.sources import FolderVideos, RealClips
 

@@ -193,7 +193,7 @@ def _data_config(args: argparse.Namespace):
 
 def _generative(args: argparse.Namespace, protocols: list, info) -> list[dict]:
     from pvdm.errors import ConfigError, WeightsError
-    from pvdm.metrics.detectors import load_fvd_detector, load_isv_detector
+    from pvdm.metrics.protocols import load_fvd_detector, load_isv_detector
     from pvdm.metrics.results import model_sha256
     from pvdm.metrics.runner import evaluate, resolve_protocol
     from pvdm.metrics.sources import FolderVideos, GeneratedVideos
@@ -262,8 +262,8 @@ def _generative(args: argparse.Namespace, protocols: list, info) -> list[dict]:
 
 def _recon(args: argparse.Namespace, protocols: list, info) -> list[dict]:
     from pvdm.errors import ConfigError, WeightsError
-    from pvdm.metrics.detectors import load_fvd_detector
-    from pvdm.metrics.recon_eval import evaluate_recon
+    from pvdm.metrics.protocols import load_fvd_detector
+    from pvdm.metrics.recon import evaluate_recon
     from pvdm.metrics.results import model_sha256
     from pvdm.metrics.runner import resolve_protocol
     from pvdm.weights import resolve_weights

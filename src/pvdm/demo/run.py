@@ -202,7 +202,7 @@ def run_demo(
 def _fvd_detector(i3d: str | None, trust_code: bool):
     """The demo's FVD detector: `i3d` (errors raised now), else i3d_k400 if installed, else None."""
     from pvdm.errors import WeightsError
-    from pvdm.metrics.detectors import load_fvd_detector
+    from pvdm.metrics.protocols import load_fvd_detector
 
     if i3d:
         return load_fvd_detector(i3d, trust_code=trust_code)

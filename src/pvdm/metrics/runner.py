@@ -2,12 +2,12 @@
 
 The flow of StyleGAN-V's `metric_main.calc_metric` for `fvd2048_16f`, `fvd2048_128f`,
 `fvd2048_128f_subsample8f` and `isv2048_ucf`: real-clip detector statistics (cached on disk,
-see `pvdm.metrics.refstats`), the same statistics of the fake clips, then the Frechet distance
+see `pvdm.metrics.protocols`), the same statistics of the fake clips, then the Frechet distance
 (or the Inception Score of the fake clips alone). Every rank handles its share of the samples
 (`pvdm.metrics.sources`); the streamed float64 statistics are summed over ranks, so a number
 does not depend on the GPU count. Protocols that need the same fake clips (same count, clip
 shape, resolution and seeds, e.g. `fvd2048_16f` and `isv2048_ucf`) share one pass of
-generation. Reconstruction protocols run in `pvdm.metrics.recon_eval`.
+generation. Reconstruction protocols run in `pvdm.metrics.recon.evaluate_recon`.
 """
 
 from __future__ import annotations
@@ -27,9 +27,14 @@ from tqdm import tqdm
 from pvdm.data import DataConfig
 from pvdm.errors import ConfigError
 from pvdm.metrics.c3d import inception_score
-from pvdm.metrics.detectors import Detector
-from pvdm.metrics.protocols import Protocol
-from pvdm.metrics.refstats import load_refstats, refstats_key, refstats_path, save_refstats
+from pvdm.metrics.protocols import (
+    Detector,
+    Protocol,
+    load_refstats,
+    refstats_key,
+    refstats_path,
+    save_refstats,
+)
 from pvdm.metrics.results import make_record
 from pvdm.metrics.sources import Batch, RealClips
 from pvdm.metrics.stats import FeatureStats, frechet_distance
