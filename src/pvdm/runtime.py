@@ -12,6 +12,7 @@ import datetime
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.distributed as dist
@@ -98,17 +99,14 @@ def comm_device() -> torch.device:
     return torch.device("cpu")
 
 
-_REDUCE_OPS = {"sum": "SUM", "max": "MAX", "min": "MIN"}
-
-
-def all_reduce(tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
+def all_reduce(tensor: torch.Tensor, op: Literal["sum", "max", "min"] = "sum") -> torch.Tensor:
     """Reduce a tensor (on any device) over ranks in place and return it; no-op in one process.
 
-    `op` is "sum", "max" or "min". A tensor not on `comm_device()` travels through a copy there.
+    A tensor that is not on `comm_device()` travels through a copy there and back.
     """
     if not _several_ranks():
         return tensor
-    reduce_op = getattr(dist.ReduceOp, _REDUCE_OPS[op])
+    reduce_op = {"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX, "min": dist.ReduceOp.MIN}[op]
     device = comm_device()
     if tensor.device == device:
         dist.all_reduce(tensor, op=reduce_op)
