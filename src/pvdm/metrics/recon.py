@@ -48,6 +48,8 @@ from pvdm.metrics.sources import RealClips
 from pvdm.metrics.stats import FeatureStats, frechet_distance
 from pvdm.runtime import all_reduce_sum, module_device, rank_and_world
 
+log = logging.getLogger(__name__)
+
 Reduction = Literal["mean", "none"]
 
 SSIM_WINDOW = 11
@@ -159,7 +161,7 @@ def lpips_video(
     return _reduce(rearrange(per_frame, "(b t) -> b t", b=b).mean(dim=1), reduction)
 
 
-log = logging.getLogger(__name__)
+# --- the reconstruction protocol: the autoencoder on real clips --------------------------
 
 
 @torch.no_grad()
