@@ -2,7 +2,9 @@
 
 The same command runs single-process without torchrun. Rank 0 alone writes files; every rank
 computes the same global schedule. Training, sampling and evaluation all use these helpers, so
-inference never imports the training code.
+inference never imports the training code. This is the one module that talks to
+`torch.distributed` (`tests/test_import_layers.py` checks it): the collectives below are no-ops
+in a single process and move tensors to `comm_device()` (the GPU under NCCL, else the CPU).
 """
 
 from __future__ import annotations
