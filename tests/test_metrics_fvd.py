@@ -88,9 +88,10 @@ def test_preprocess_resizes_short_side_and_centre_crops() -> None:
     video[..., 50:150] = 255
     x = preprocess_i3d(video)
     assert x.shape == (1, 3, 9, 224, 224)
-    # Resized to 224x448, cropped at columns 112..335: exactly the white half (the outermost
-    # columns blend with the black neighbours in the bilinear resize).
-    assert torch.all(x[..., 1:-1] == 1.0)
+    # Resized to 224x448, cropped at columns 112..335: the white half (the outermost columns
+    # blend with the black neighbours in the bilinear resize). Within float32 rounding: the
+    # single-threaded resize kernel sums its weights to 1 - 2**-23, not exactly 1.
+    assert (x[..., 1:-1] - 1.0).abs().max().item() <= 1e-6
     assert -1.0 < x[..., 0].max().item() < 1.0
     square = torch.randint(0, 256, (1, 3, 9, 64, 64), dtype=torch.uint8)
     plain = torch.nn.functional.interpolate(
