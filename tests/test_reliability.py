@@ -208,6 +208,21 @@ def test_training_commands_take_the_lock(tmp_path) -> None:
     assert not (tmp_path / "run" / "config.yaml").exists()
 
 
+def test_cache_latents_takes_the_lock_of_its_output_folder(tmp_path, capsys) -> None:
+    from pvdm.cli import main
+    from pvdm.runlock import run_lock
+
+    argv = ["cache-latents", "--autoencoder", str(tmp_path / "none"), "--data", "synthetic"]
+    argv += ["--out", str(tmp_path / "cache")]
+    with run_lock(tmp_path / "cache"):  # the lock is taken before the autoencoder is read
+        assert main(argv) == 2
+    assert "in use by another pvdm process" in capsys.readouterr().err
+    assert not (tmp_path / "cache" / "manifest.json").exists()
+    assert main(argv) != 0  # free again: now it fails on the missing autoencoder
+    err = capsys.readouterr().err
+    assert "in use" not in err and "none" in err
+
+
 @pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_stop_by_signal_exits_non_zero(monkeypatch, tmp_path, sig, code) -> None:
     import pvdm.train.autoencoder
