@@ -78,18 +78,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _sampler_settings(args: argparse.Namespace, num_timesteps: int) -> tuple[int, float]:
     """(steps, eta) as given, else the samplers' defaults (`pvdm.diffusion.samplers`), checked
     against the model's schedule."""
-    from pvdm.diffusion.samplers import DEFAULT_ETA, DEFAULT_STEPS
-    from pvdm.errors import ConfigError
+    from pvdm.diffusion.samplers import DEFAULT_ETA, resolve_steps
 
-    default = min(DEFAULT_STEPS[args.sampler], num_timesteps)
-    steps = args.steps if args.steps is not None else default
-    if args.sampler == "ddpm" and steps != num_timesteps:
-        raise ConfigError(
-            f"the ddpm sampler runs all {num_timesteps} steps of this model; drop --steps, or "
-            f"use --sampler ddim (eta 1) for {steps} steps"
-        )
-    if not 1 <= steps <= num_timesteps:
-        raise ConfigError(f"--steps must lie in [1, {num_timesteps}] for this model, got {steps}")
+    steps = resolve_steps(args.sampler, args.steps, num_timesteps)
     return steps, args.eta if args.eta is not None else DEFAULT_ETA
 
 

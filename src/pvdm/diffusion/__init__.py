@@ -9,6 +9,7 @@ from pvdm.diffusion.samplers import (
     ddpm_sample,
     dpm_solver_sample,
     make_denoiser,
+    resolve_steps,
 )
 from pvdm.diffusion.schedule import DiffusionConfig, NoiseSchedule, diffusion_loss
 
@@ -24,4 +25,5 @@ __all__ = [
     "diffusion_loss",
     "dpm_solver_sample",
     "make_denoiser",
+    "resolve_steps",
 ]

@@ -71,7 +71,7 @@ class PVDMPipeline:
                 f"{path} is not a pvdm pipeline (no {PIPELINE_FILE}); give a diffusion run folder, "
                 "a folder from `pvdm convert official`, or one written by save_pretrained"
             )
-        spec = _read_spec(path / PIPELINE_FILE)
+        spec = read_pipeline_spec(path / PIPELINE_FILE)
         classes = spec.get("classes")
         unet, ae = load_model(path / spec["unet"]), load_model(path / spec["autoencoder"])
         for model, want, key in ((unet, "unet", "unet"), (ae, "autoencoder", "autoencoder")):
@@ -255,8 +255,8 @@ def write_pipeline_file(
     return folder
 
 
-def _read_spec(file: Path) -> dict[str, Any]:
-    """pipeline.json, checked: an object naming the unet and autoencoder folders."""
+def read_pipeline_spec(file: Path) -> dict[str, Any]:
+    """A pipeline.json, checked: an object naming the unet and autoencoder folders."""
     try:
         spec = json.loads(file.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:

@@ -41,6 +41,25 @@ DEFAULT_STEPS = {"ddim": 100, "dpm": 20, "ddpm": 1000}
 DEFAULT_ETA = 1.0  # the official DDIM setting (the authors sample with eta 1)
 
 
+def resolve_steps(sampler: str, steps: int | None, num_timesteps: int) -> int:
+    """The step count a sampler runs: `steps` as given, else its default (capped at the
+    schedule's length); a count the sampler cannot run is one clear error."""
+    from pvdm.errors import ConfigError
+
+    if sampler not in DEFAULT_STEPS:
+        raise ConfigError(f"unknown sampler {sampler!r}; use one of {', '.join(DEFAULT_STEPS)}")
+    if steps is None:
+        steps = min(DEFAULT_STEPS[sampler], num_timesteps)
+    if sampler == "ddpm" and steps != num_timesteps:
+        raise ConfigError(
+            f"the ddpm sampler runs all {num_timesteps} steps of this model; drop --steps, or "
+            f"use the ddim sampler (eta 1) for {steps} steps"
+        )
+    if not 1 <= steps <= num_timesteps:
+        raise ConfigError(f"steps must lie in [1, {num_timesteps}] for this model, got {steps}")
+    return steps
+
+
 def randn_like(x: Latent, generator: Generator = None) -> Latent:
     """Standard normal noise shaped like x, from one generator or one per sample."""
     if isinstance(x, TriplaneLatent):
