@@ -30,7 +30,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--share", action="store_true", help="also open a public Gradio share link (off by default)"
     )
     p.add_argument(
-        "--out", type=Path, help="folder for generated videos (default: a new temporary folder)"
+        "--out",
+        type=Path,
+        help="folder for generated videos: a new or empty one, or one pvdm serve made before "
+        "(default: a new temporary folder)",
     )
     p.add_argument("--fps", type=float, default=8.0, help="frame rate of the written mp4 files")
     p.add_argument("--max-upload-mb", type=int, default=200, help="largest upload accepted")
@@ -52,20 +55,21 @@ def _serve(args: argparse.Namespace) -> int:
     if importlib.util.find_spec("gradio") is None:  # checked before the slow model load
         raise PvdmError('pvdm serve needs Gradio; install the app extra: pip install -e ".[app]"')
     _check_port(args.host, args.port)
-    import torch
-
     from pvdm.diffusion.pipeline import PVDMPipeline
-    from pvdm.serve.studio import Studio
+    from pvdm.runtime import resolve_device
+    from pvdm.serve.studio import Studio, prepare_out_dir
 
-    device = "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device
-    device = "cpu" if device == "auto" else device
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise PvdmError(f"--device {device}: this machine has no CUDA device; use --device cpu")
+    try:
+        device = resolve_device(args.device)
+    except RuntimeError as e:  # torch.device's own error for a name it does not know
+        raise PvdmError(
+            f"--device {args.device} is not a device ({e}); use auto, cpu or cuda:N"
+        ) from None
+    out = prepare_out_dir(args.out) if args.out else Path(tempfile.mkdtemp(prefix="pvdm-serve-"))
     pipe = PVDMPipeline.from_pretrained(model, device=device)
 
     from pvdm.serve.app import build_app, launch
 
-    out = args.out or Path(tempfile.mkdtemp(prefix="pvdm-serve-"))
     studio = Studio(pipe, out, fps=args.fps)
     demo = build_app(studio, model)
     url = f"http://{args.host}:{args.port}"

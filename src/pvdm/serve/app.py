@@ -14,9 +14,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from pvdm.diffusion.samplers import DEFAULT_ETA
 from pvdm.errors import PvdmError
 from pvdm.serve.model_card import model_card
-from pvdm.serve.studio import DEFAULT_SAMPLER, NO_CLASS, SAMPLER_STEPS, Cancelled, Studio
+from pvdm.serve.studio import DEFAULT_SAMPLER, NO_CLASS, Cancelled, Studio
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,7 @@ def build_app(studio: Studio, model_dir: str | Path) -> Any:
     gr = import_gradio()
     classes = studio.classes
     clip = studio.clip_frames
+    default_steps = studio.default_steps(DEFAULT_SAMPLER)
     lim = studio.limits
     card = model_card(studio.pipe, model_dir)
 
@@ -67,8 +69,8 @@ def build_app(studio: Studio, model_dir: str | Path) -> Any:
         num: float = 1,
         frames: float = clip,
         sampler: str = DEFAULT_SAMPLER,
-        steps: float = SAMPLER_STEPS[DEFAULT_SAMPLER],
-        eta: float = 1.0,
+        steps: float = default_steps,
+        eta: float = DEFAULT_ETA,
         seed: float = 0,
         label: str = NO_CLASS,
         class_guidance: float = 0.0,
@@ -92,8 +94,8 @@ def build_app(studio: Studio, model_dir: str | Path) -> Any:
         video: str | None,
         frames: float = 2 * clip,
         sampler: str = DEFAULT_SAMPLER,
-        steps: float = SAMPLER_STEPS[DEFAULT_SAMPLER],
-        eta: float = 1.0,
+        steps: float = default_steps,
+        eta: float = DEFAULT_ETA,
         seed: float = 0,
         guidance: float = 0.0,
         progress: Any = gr.Progress(),  # noqa: B008
@@ -114,7 +116,7 @@ def build_app(studio: Studio, model_dir: str | Path) -> Any:
     def sampler_changed(sampler: str):
         ddpm = sampler == "ddpm"
         return (
-            gr.update(value=SAMPLER_STEPS[sampler], interactive=not ddpm),
+            gr.update(value=studio.default_steps(sampler), interactive=not ddpm),
             gr.update(visible=sampler == "ddim"),
         )
 
@@ -122,11 +124,11 @@ def build_app(studio: Studio, model_dir: str | Path) -> Any:
         with gr.Row():
             sampler = gr.Dropdown(SAMPLER_CHOICES, value=DEFAULT_SAMPLER, label="sampler")
             steps = gr.Slider(
-                1, studio.pipe.schedule.num_timesteps, value=SAMPLER_STEPS[DEFAULT_SAMPLER], step=1, label="steps",
+                1, studio.pipe.schedule.num_timesteps, value=default_steps, step=1, label="steps",
                 info="DDPM always takes every step of the schedule",
             )  # fmt: skip
             eta = gr.Slider(
-                0.0, 1.0, value=1.0, step=0.05, label="eta (DDIM)", visible=False,
+                0.0, 1.0, value=DEFAULT_ETA, step=0.05, label="eta (DDIM)", visible=False,
                 info="1: ancestral (official), 0: deterministic",
             )  # fmt: skip
         with gr.Row():

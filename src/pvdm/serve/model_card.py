@@ -2,8 +2,9 @@
 
 Reads only the model folder the server was started with (never a path from the page): the
 pipeline description, the run's `config.yaml` and `stats.jsonl`, its snapshots, the latest
-record of each `metric-*.jsonl`, and a quality ladder (`*ladder*.json`/`.jsonl`) when the run
-has one.
+record of each `metric-*.jsonl`, and the FVD ladder when there is one: `quality-ladder.json`
+(what benchmarks/quality.py writes) in the folder or its parent, or the `demo.json` of a
+`pvdm demo` whose `diffusion` run the folder is. A file that cannot be read shows as missing.
 """
 
 from __future__ import annotations
@@ -14,13 +15,20 @@ import math
 from pathlib import Path
 from typing import Any
 
-from pvdm.diffusion.pipeline import PIPELINE_FILE, PVDMPipeline
+from pvdm.diffusion.pipeline import PIPELINE_FILE, PVDMPipeline, read_pipeline_spec
+from pvdm.errors import PvdmError
+from pvdm.jsonl import read_lines
+
+LADDER_FILE = "quality-ladder.json"
 
 
 def model_card(pipe: PVDMPipeline, folder: str | Path) -> str:
     """A Markdown summary of the pipeline loaded from `folder`."""
     folder = Path(folder)
-    spec = _read_json(folder / PIPELINE_FILE) or {}
+    try:
+        spec = read_pipeline_spec(folder / PIPELINE_FILE)
+    except PvdmError:  # the pipeline was loaded from it; a file changed since is shown as '?'
+        spec = {}
     unet, ae = pipe.unet, pipe.autoencoder
     ae_cfg = ae.config
     lines = [
@@ -110,52 +118,81 @@ def _metrics(folder: Path) -> list[str]:
 
 
 def _ladder(folder: Path) -> list[str]:
-    files = sorted([*folder.glob("*ladder*.json"), *folder.glob("*ladder*.jsonl")])
-    out = []
-    for path in files:
-        rows = _rows(path)
-        if not rows:
+    """The FVD ladder table of the first ladder found (see the module docstring)."""
+    for path in (folder / LADDER_FILE, folder.parent / LADDER_FILE, folder.parent / "demo.json"):
+        data = _read_json(path)
+        if not isinstance(data, dict):
             continue
-        keys = list(dict.fromkeys(k for r in rows for k in r))
-        out += ["", f"#### Quality ladder (`{path.name}`)", ""]
-        out += ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-        out += ["| " + " | ".join(_num(r.get(k, "")) for k in keys) + " |" for r in rows]
+        if path.name == "demo.json":
+            data = (data.get("metrics") or {}).get("fvd")
+            if not isinstance(data, dict) or folder.name != "diffusion":
+                continue
+        rows = _rungs(data.get("rungs"))
+        if rows:
+            return _ladder_table(path, rows, data)
+    return []
+
+
+def _rungs(rungs: Any) -> list[dict[str, Any]]:
+    """Rows {name, fvd, clips, psnr, ssim} of a ladder's rungs: a list of records (quality.py)
+    or a mapping name -> {"fvd", "num"} (pvdm.metrics.ladder.fvd_ladder, the demo)."""
+    if isinstance(rungs, dict):
+        rungs = [
+            {"name": k, **v} if isinstance(v, dict) else {"name": k, "fvd": v}
+            for k, v in rungs.items()
+        ]
+    if not isinstance(rungs, list):
+        return []
+    rows = []
+    for r in rungs:
+        if isinstance(r, dict) and "fvd" in r:
+            rows.append(
+                {
+                    "name": r.get("name", "?"),
+                    "fvd": r["fvd"],
+                    "clips": r.get("num", r.get("clips", "")),
+                    "psnr": r.get("psnr_db", r.get("psnr", "")),
+                    "ssim": r.get("ssim", ""),
+                }
+            )
+    return rows
+
+
+def _ladder_table(path: Path, rows: list[dict[str, Any]], data: dict[str, Any]) -> list[str]:
+    out = ["", f"#### FVD ladder (`{path.parent.name}/{path.name}`)", ""]
+    detector = data.get("detector")
+    if isinstance(detector, dict) and detector.get("name"):
+        out += [f"Detector: `{detector['name']}`.", ""]
+    out += ["| rung | FVD | clips | PSNR (dB) | SSIM |", "|---|---|---|---|---|"]
+    out += [
+        "| " + " | ".join(_num(r[k]) for k in ("name", "fvd", "clips", "psnr", "ssim")) + " |"
+        for r in rows
+    ]
+    drift = data.get("drift")
+    curve = drift.get("fvd") if isinstance(drift, dict) else None
+    if isinstance(curve, list) and curve:
+        frames = drift.get("window_frames", 16)
+        out += [
+            "",
+            f"Drift (FVD of each {frames}-frame window along long videos): "
+            + ", ".join(_num(v) for v in curve),
+        ]
     return out
 
 
-def _rows(path: Path) -> list[dict[str, Any]]:
-    """The records of a JSON list / JSON-lines file (unreadable lines skipped)."""
-    if path.suffix == ".jsonl":
-        rows = []
-        for line in path.read_text(errors="replace").splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    else:
-        data = _read_json(path)
-        rows = data if isinstance(data, list) else (data or {}).get("rungs", [])
-    return [r for r in rows if isinstance(r, dict)]
-
-
 def _last_jsonl(path: Path, key: str) -> dict[str, Any] | None:
-    """The last record of a JSON-lines file that has `key`."""
-    if not path.is_file():
+    """The last record of a JSON-lines file that has `key` (None if unreadable or absent)."""
+    try:
+        rows = read_lines(path)
+    except OSError:
         return None
-    for line in reversed(path.read_text(errors="replace").splitlines()):
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(rec, dict) and key in rec:
-            return rec
-    return None
+    return next((r for r in reversed(rows) if key in r), None)
 
 
 def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return None
 
 

@@ -22,15 +22,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from einops import rearrange
 
 from pvdm.diffusion.pipeline import PVDMPipeline
+from pvdm.diffusion.samplers import DEFAULT_ETA, resolve_steps
 from pvdm.errors import DataError, PvdmError
 
 # The fast solver first: it is the default of the page and of the API.
-SAMPLER_STEPS = {"dpm": 20, "ddim": 100, "ddpm": 1000}
 DEFAULT_SAMPLER = "dpm"
 NO_CLASS = "(unconditional)"
+# Written into an output folder serve creates: only such a folder is served and pruned.
+OUT_MARKER = ".pvdm-serve"
 
 ProgressFn = Callable[[float, str], None]
 
@@ -70,8 +71,7 @@ class Studio:
         limits: Limits | None = None,
     ):
         self.pipe = pipe
-        self.out_dir = Path(out_dir)
-        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.out_dir = prepare_out_dir(out_dir)
         self.fps = fps
         self.limits = limits or Limits()
         self._cancel = threading.Event()
@@ -94,6 +94,10 @@ class Studio:
     def resolution(self) -> int:
         return self.pipe.autoencoder.config.resolution
 
+    def default_steps(self, sampler: str) -> int:
+        """The steps `sampler` runs when none are given (pvdm.diffusion.resolve_steps)."""
+        return resolve_steps(sampler, None, self.pipe.schedule.num_timesteps)
+
     def cancel(self) -> None:
         """Ask the running job (if any) to stop at its next denoising step."""
         self._cancel.set()
@@ -106,7 +110,7 @@ class Studio:
         *,
         sampler: str = DEFAULT_SAMPLER,
         steps: int | None = None,
-        eta: float = 1.0,
+        eta: float = DEFAULT_ETA,
         seed: int = 0,
         label: str | None = None,
         class_guidance: float = 0.0,
@@ -165,7 +169,7 @@ class Studio:
         *,
         sampler: str = DEFAULT_SAMPLER,
         steps: int | None = None,
-        eta: float = 1.0,
+        eta: float = DEFAULT_ETA,
         seed: int = 0,
         guidance: float = 0.0,
         progress: ProgressFn | None = None,
@@ -220,14 +224,13 @@ class Studio:
             raise PvdmError(f"frames must be 1..{lim.max_frames}, got {frames}")
 
     def _steps(self, sampler: str, steps: int | float | None) -> int:
-        if sampler not in SAMPLER_STEPS:
-            raise PvdmError(f"unknown sampler {sampler!r}; choose from {', '.join(SAMPLER_STEPS)}")
-        if sampler == "ddpm":  # ancestral sampling visits every timestep
-            return self.pipe.schedule.num_timesteps
-        steps = int(steps) if steps else SAMPLER_STEPS[sampler]
-        if not 1 <= steps <= self.pipe.schedule.num_timesteps:
-            raise PvdmError(f"steps must be 1..{self.pipe.schedule.num_timesteps}, got {steps}")
-        return steps
+        """pvdm.diffusion.resolve_steps, except that ddpm ignores a step count from the page
+        (ancestral sampling visits every timestep; the page's slider still holds a number)."""
+        if sampler == "ddpm":
+            steps = None
+        return resolve_steps(
+            sampler, int(steps) if steps else None, self.pipe.schedule.num_timesteps
+        )
 
     def _calls(self, sampler, steps, has_cond, guidance, labels, class_guidance) -> int:
         """UNet evaluations of one clip (frame and class guidance each add one per step)."""
@@ -237,7 +240,7 @@ class Studio:
     def _read_upload(self, path: Path) -> tuple[torch.Tensor, int]:
         """The last frames of an upload (as many as it has, at most the page's limit) at the
         model's resolution, uint8 [C, T, H, W]; and the upload's frame count."""
-        from pvdm.data import center_crop_resize, read_video
+        from pvdm.data import read_video
         from pvdm.data.decode import ReadError, probe
 
         lim, clip = self.limits, self.clip_frames
@@ -263,10 +266,10 @@ class Studio:
             )
         keep = min(info.num_frames, max(clip, lim.max_frames))
         try:
-            raw = read_video(path, start=info.num_frames - keep)
+            # each frame is cropped and resized as it decodes: memory follows the model's size
+            video = read_video(path, start=info.num_frames - keep, resolution=self.resolution)
         except PvdmError as e:
             raise DataError(f"cannot read the uploaded video {name}: {e}") from None
-        video = center_crop_resize(rearrange(raw, "c t h w -> t h w c"), self.resolution)
         return video, info.num_frames
 
     def _write(self, path: Path, video: torch.Tensor) -> Path:
@@ -314,6 +317,30 @@ class Studio:
         jobs = sorted(p for p in self.out_dir.glob("job-*") if p.is_dir())
         for old in jobs[: max(0, len(jobs) - self.limits.keep_jobs)]:
             shutil.rmtree(old, ignore_errors=True)
+
+
+def prepare_out_dir(path: str | Path) -> Path:
+    """An output folder for serve: a new or empty one (then marked as serve's) or one serve
+    marked before. Any other folder is refused: the page serves all of it and prunes its
+    `job-*` folders."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise PvdmError(f"--out {path} is a file; give a new or empty folder")
+    if (path / OUT_MARKER).is_file():
+        return path
+    if path.is_dir() and any(path.iterdir()):
+        raise PvdmError(
+            f"--out {path} holds files pvdm serve did not write (the page would serve the whole "
+            "folder and prune its job-* folders); give a new or empty folder"
+        )
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        (path / OUT_MARKER).write_text("an output folder of pvdm serve\n")
+    except OSError as e:
+        raise PvdmError(
+            f"cannot create the output folder --out {path} ({e.strerror or e})"
+        ) from None
+    return path
 
 
 def _write_info(folder: Path, info: dict[str, Any]) -> None:
