@@ -13,10 +13,11 @@ from einops import rearrange
 from serve_helpers import tiny_run, video_file
 
 from pvdm.data import center_crop_resize, read_video, write_video
-from pvdm.diffusion.pipeline import PVDMPipeline
+from pvdm.diffusion import DEFAULT_ETA, DEFAULT_STEPS, NoiseSchedule
+from pvdm.diffusion.pipeline import PIPELINE_FILE, PVDMPipeline
 from pvdm.errors import DataError, PvdmError
 from pvdm.serve.model_card import model_card
-from pvdm.serve.studio import Cancelled, Limits, Studio
+from pvdm.serve.studio import OUT_MARKER, Cancelled, Limits, Studio
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +62,25 @@ def test_sample_writes_the_pipelines_videos(studio, pipe, tmp_path) -> None:
 
 def test_defaults_are_one_clip_with_the_fast_solver(studio) -> None:
     result = studio.sample()
-    assert result.info["sampler"] == "dpm" and result.info["steps"] == 20
+    assert studio.pipe.schedule.num_timesteps > DEFAULT_STEPS["dpm"]
+    assert result.info["sampler"] == "dpm" and result.info["steps"] == DEFAULT_STEPS["dpm"]
     assert read_video(result.videos[0]).shape[1] == studio.clip_frames == 4
+    assert studio.default_steps("ddim") == DEFAULT_STEPS["ddim"]
+    assert studio.default_steps("ddpm") == studio.pipe.schedule.num_timesteps
+    defaults = {"sample": Studio.sample, "continue": Studio.continue_video}
+    assert {k: f.__kwdefaults__["eta"] for k, f in defaults.items()} == dict.fromkeys(
+        defaults, DEFAULT_ETA
+    )
+
+
+def test_default_steps_are_capped_at_a_short_schedule(pipe, tmp_path) -> None:
+    """A model trained with 50 timesteps: ddim's default 100 would be out of range."""
+    short = PVDMPipeline(pipe.unet, pipe.autoencoder, NoiseSchedule(50), pipe.classes)
+    studio = Studio(short, tmp_path / "out")
+    assert studio.default_steps("ddim") == 50 and studio.default_steps("dpm") == 20
+    assert studio._steps("ddim", None) == 50 and studio._steps("ddpm", 7) == 50
+    with pytest.raises(PvdmError, match=r"steps must lie in \[1, 50\]"):
+        studio._steps("ddim", 51)
 
 
 def test_progress_follows_steps_and_clips(studio) -> None:
@@ -134,6 +152,46 @@ def test_continue_an_avi_upload(studio, pipe, tmp_path) -> None:
     assert _diff(full, expected) < 0.5
 
 
+def test_an_upload_is_decoded_at_the_models_resolution(studio, tmp_path, monkeypatch) -> None:
+    """Bounded memory: no frame of a large upload is held at its own size."""
+    import pvdm.data.dataset as dataset
+
+    decoded: list[tuple[int, ...]] = []
+    read_frames = dataset.read_frames
+
+    def spy(*args, **kwargs):
+        frames = read_frames(*args, **kwargs)
+        decoded.append(frames.shape)
+        return frames
+
+    monkeypatch.setattr(dataset, "read_frames", spy)
+    upload = video_file(tmp_path / "big.mp4", 6, size=96)
+    video, total = studio._read_upload(upload)
+    assert total == 6 and video.shape == (3, 6, 16, 16) and video.dtype == torch.uint8
+    assert decoded and all(shape[1:3] == (16, 16) for shape in decoded)
+    monkeypatch.setattr(dataset, "read_frames", read_frames)
+    at_size = center_crop_resize(rearrange(read_video(upload), "c t h w -> t h w c"), 16)
+    assert _diff(video, at_size) < 1.0  # the same crop and resize as the data layer
+
+
+def test_out_must_be_new_empty_or_made_by_serve(pipe, tmp_path) -> None:
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    (mine / "job-1").mkdir()
+    with pytest.raises(PvdmError, match="pvdm serve did not write"):
+        Studio(pipe, mine)
+    assert (mine / "job-1").is_dir() and not (mine / OUT_MARKER).exists()
+    (tmp_path / "empty").mkdir()
+    for folder in (tmp_path / "new" / "videos", tmp_path / "empty"):
+        Studio(pipe, folder).sample(steps=1)
+        assert (folder / OUT_MARKER).is_file()
+        Studio(pipe, folder)  # serve's own folder, with its jobs, is taken again
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(PvdmError, match="is a file"):
+        Studio(pipe, tmp_path / "file")
+
+
 @pytest.mark.parametrize(
     ("make", "message"),
     [
@@ -172,20 +230,114 @@ def test_model_card_shows_training_classes_and_results(pipe, run) -> None:
         "num_fake": 2048, "date": "2026-01-01T00:00:00+00:00",
     }  # fmt: skip
     (run / "metric-fvd2048_16f.jsonl").write_text("not json\n" + json.dumps(record) + "\n")
-    (run / "quality-ladder.jsonl").write_text(
-        json.dumps({"rung": "debug", "fvd": 900.0})
-        + "\n"
-        + json.dumps({"rung": "ucf", "fvd": 300.0})
-    )
+    (run / "metric-broken.jsonl").mkdir()  # unreadable (OSError): left out, no crash
     card = model_card(pipe, run)
     assert "| training steps | 2 |" in card
     assert "| classes | 3: circle, square, triangle |" in card
     assert "4 frames per clip at 16x16" in card
     assert "| fvd2048_16f | fvd2048_16f 123.5 | 2048 / 2048 |" in card
-    assert "| rung | fvd |" in card and "| ucf | 300 |" in card
-    for name in ("metric-fvd2048_16f.jsonl", "quality-ladder.jsonl"):
-        (run / name).unlink()
+    assert "broken" not in card and "FVD ladder" not in card
+    assert f"from `{json.loads((run / PIPELINE_FILE).read_text())['autoencoder']}`" in card
+    (run / "metric-fvd2048_16f.jsonl").unlink()
+    (run / "metric-broken.jsonl").rmdir()
     assert "No `metric-*.jsonl` results" in model_card(pipe, run)
+
+
+def test_model_card_skips_a_results_file_it_cannot_read(pipe, run, monkeypatch) -> None:
+    """An OSError (permissions, a vanished file) on a metric-*.jsonl leaves that metric out."""
+    locked = run / "metric-locked.jsonl"
+    locked.write_text(json.dumps({"metric": "locked", "results": {"locked": 1.0}}) + "\n")
+    read_bytes, read_text = Path.read_bytes, Path.read_text
+
+    def refuse(read):
+        def wrapped(self, *args, **kwargs):
+            if self.name == locked.name:
+                raise PermissionError(13, "Permission denied", str(self))
+            return read(self, *args, **kwargs)
+
+        return wrapped
+
+    monkeypatch.setattr(Path, "read_bytes", refuse(read_bytes))
+    monkeypatch.setattr(Path, "read_text", refuse(read_text))
+    try:
+        card = model_card(pipe, run)
+    finally:
+        locked.unlink()
+    assert "| training steps | 2 |" in card and "| locked |" not in card
+
+
+@pytest.mark.parametrize("spec", ["[1, 2]", "not json", '{"unet": 3}'])
+def test_model_card_of_a_folder_with_a_bad_pipeline_json(pipe, tmp_path, spec) -> None:
+    (tmp_path / PIPELINE_FILE).write_text(spec)
+    card = model_card(pipe, tmp_path)
+    assert "| autoencoder |" in card and "from `?`" in card
+
+
+def _features(videos: torch.Tensor) -> torch.Tensor:
+    """A stand-in detector: 4 numbers per video (FVD needs only features)."""
+    return videos.float().flatten(1)[:, :4] / 255
+
+
+def test_model_card_shows_the_ladder_of_quality_py(pipe, tmp_path) -> None:
+    """benchmarks/quality.py's report: rungs a list of records ({name, group, fvd, num, ...})."""
+    from pvdm.metrics.ladder import FLOOR
+    from pvdm.metrics.stats import frechet_distance
+
+    gen = torch.Generator().manual_seed(0)
+    real, fake = (torch.randint(0, 256, (6, 3, 2, 4, 4), generator=gen) for _ in range(2))
+    ref = _features(real)
+    rungs = [
+        {"name": FLOOR, "group": "floor", "fvd": float(frechet_distance(ref, ref, ddof=0)),
+         "num": 6, "split": "test", "seconds": 0.1},
+        {"name": "autoencoder reconstructions (rFVD)", "group": "autoencoder",
+         "fvd": float(frechet_distance(ref, _features(fake), ddof=0)), "num": 6,
+         "psnr_db": 31.25, "ssim": 0.875, "seconds": 0.2},
+    ]  # fmt: skip
+    report = {
+        "benchmark": "quality", "detector": {"name": "i3d_k400", "path": None, "sha256": None},
+        "rungs": rungs, "drift": {"window_frames": 16, "num_videos": 2, "fvd": [400.0, 512.5]},
+    }  # fmt: skip
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "quality-ladder.json").write_text(json.dumps(report, indent=2))
+    for folder in (tmp_path / "runs", tmp_path / "runs" / "sky-dm"):  # the run or its parent
+        card = model_card(pipe, folder)
+        assert "#### FVD ladder (`runs/quality-ladder.json`)" in card
+        assert "Detector: `i3d_k400`." in card
+        assert f"| {FLOOR} | {_num(rungs[0]['fvd'])} | 6 |  |  |" in card
+        assert (
+            f"| autoencoder reconstructions (rFVD) | {_num(rungs[1]['fvd'])} | 6 | 31.25 | 0.875 |"
+            in card
+        )
+        assert "window along long videos): 400, 512.5" in card
+
+
+def test_model_card_shows_the_ladder_of_a_demo(pipe, tmp_path) -> None:
+    """`pvdm demo`: demo.json's metrics.fvd, rungs from pvdm.metrics.ladder.fvd_ladder."""
+    from pvdm.demo.run import DemoState, _save_state
+    from pvdm.metrics.ladder import FLOOR, fvd_ladder
+
+    gen = torch.Generator().manual_seed(0)
+    real, fake = (torch.randint(0, 256, (5, 3, 2, 4, 4), generator=gen) for _ in range(2))
+    ladder = fvd_ladder(_features(real), _features, {FLOOR: real, "generated": fake})
+    fvd = {
+        "detector": {"name": "i3d_k400"}, "num_per_rung": 5, "rungs": ladder,
+        "drift": {"window_frames": 16, "num_videos": 2, "fvd": [7.5]},
+    }  # fmt: skip
+    _save_state(tmp_path, DemoState(metrics={"fvd": fvd, "generation_seconds": {}}))
+    (tmp_path / "diffusion").mkdir()
+    card = model_card(pipe, tmp_path / "diffusion")
+    assert f"#### FVD ladder (`{tmp_path.name}/demo.json`)" in card
+    assert f"| generated | {_num(ladder['generated']['fvd'])} | 5 |  |  |" in card
+    assert f"| {FLOOR} | {_num(ladder[FLOOR]['fvd'])} | 5 |" in card
+    assert "window along long videos): 7.5" in card
+    (tmp_path / "other").mkdir()
+    assert "FVD ladder" not in model_card(pipe, tmp_path / "other")  # not the demo's model
+    _save_state(tmp_path, DemoState(metrics={"fvd": {"skipped": "no I3D detector"}}))
+    assert "FVD ladder" not in model_card(pipe, tmp_path / "diffusion")
+
+
+def _num(value: float) -> str:
+    return f"{value:.4g}"
 
 
 def test_a_converted_official_checkpoint_is_served(tmp_path) -> None:
