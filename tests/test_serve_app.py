@@ -202,3 +202,15 @@ def test_missing_or_wrong_model_is_one_clear_error(model, tmp_path) -> None:
     if not torch.cuda.is_available():
         proc = run_pvdm("serve", "--model", str(model), "--device", "cuda", check=False)
         assert proc.returncode == 2 and "no CUDA device" in proc.stderr
+
+
+def test_a_bad_device_or_out_is_one_clear_error(model, tmp_path) -> None:
+    """Both refused before the model is loaded; a folder serve did not make is left alone."""
+    proc = run_pvdm("serve", "--model", str(model), "--device", "tpu", check=False)
+    assert proc.returncode == 2 and "tpu" in proc.stderr and "Traceback" not in proc.stderr
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "job-old").mkdir()
+    proc = run_pvdm("serve", "--model", str(model), "--out", str(mine), check=False)
+    assert proc.returncode == 2 and "pvdm serve did not write" in proc.stderr
+    assert "Traceback" not in proc.stderr and sorted(p.name for p in mine.iterdir()) == ["job-old"]
