@@ -161,6 +161,7 @@ class _SeededPipeline:
 
     def __init__(self, resolution: int = 24) -> None:
         self.autoencoder = SimpleNamespace(config=SimpleNamespace(resolution=resolution))
+        self.schedule = SimpleNamespace(num_timesteps=1000)
         self.calls: list[dict] = []
 
     def __call__(self, num, frames, *, seeds, **settings) -> torch.Tensor:

@@ -94,17 +94,19 @@ def check_numbers(args: argparse.Namespace) -> None:
         if not ok:
             raise ConfigError(text)
 
-    if hasattr(args, "num"):
+    if getattr(args, "num", None) is not None:
         need(args.num >= 1, f"--num must be at least 1, got {args.num}")
     if getattr(args, "frames", None) is not None:
         need(args.frames >= 1, f"--frames must be at least 1, got {args.frames}")
     if getattr(args, "batch_size", None) is not None:
         need(args.batch_size >= 1, f"--batch-size must be at least 1, got {args.batch_size}")
-    need(math.isfinite(args.fps) and args.fps > 0, f"--fps must be positive, got {args.fps}")
-    need(
-        args.seed >= 0 and args.seed + getattr(args, "num", 1) < 2**63,
-        f"--seed must lie in [0, 2**63 - --num), got {args.seed}",
-    )
+    if getattr(args, "fps", None) is not None:
+        need(math.isfinite(args.fps) and args.fps > 0, f"--fps must be positive, got {args.fps}")
+    if getattr(args, "seed", None) is not None:
+        need(
+            args.seed >= 0 and args.seed + (getattr(args, "num", None) or 1) < 2**63,
+            f"--seed must lie in [0, 2**63 - --num), got {args.seed}",
+        )
     for flag in ("eta", "guidance", "class_guidance"):
         value = getattr(args, flag, None)
         if value is not None:
@@ -113,7 +115,7 @@ def check_numbers(args: argparse.Namespace) -> None:
     if getattr(args, "steps", None) is not None:
         need(args.steps >= 1, f"--steps must be at least 1, got {args.steps}")
     if getattr(args, "device", "auto") != "auto":
-        from pvdm.train.config import check_device
+        from pvdm.runtime import check_device
 
         check_device(args.device, "--device")
 

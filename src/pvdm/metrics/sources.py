@@ -315,21 +315,36 @@ class FolderVideos:
 # --- generated videos -----------------------------------------------------------------------
 
 
+REPORTED_DDIM_STEPS = 400  # the DDIM steps PVDM's FVDs are reported with
+
+
 @dataclass
 class GeneratedVideos:
     """Fake videos made by a `PVDMPipeline`: sample i from seed `seed + i`.
 
     `seed=None` uses the protocol's seed. The defaults are the sampling PVDM reports with:
-    the official DDIM, 400 steps, eta 1, on the EMA weights that snapshots hold.
+    the official DDIM, 400 steps (capped at the schedule), eta 1, on the EMA weights that
+    snapshots hold; other samplers default as `pvdm.diffusion.resolve_steps` says. Steps the
+    sampler cannot run are a ConfigError here, before any work.
     """
 
     pipe: Any  # pvdm.diffusion.pipeline.PVDMPipeline
     model: str
     sampler: str = "ddim"
-    steps: int = 400
-    eta: float = 1.0
+    steps: int | None = None
+    eta: float | None = None
     seed: int | None = None
     model_sha256: dict[str, str] | None = None
+
+    def __post_init__(self) -> None:
+        from pvdm.diffusion.samplers import DEFAULT_ETA, resolve_steps
+
+        num_timesteps = int(self.pipe.schedule.num_timesteps)
+        steps = self.steps
+        if steps is None and self.sampler == "ddim":
+            steps = min(REPORTED_DDIM_STEPS, num_timesteps)
+        self.steps = resolve_steps(self.sampler, steps, num_timesteps)
+        self.eta = DEFAULT_ETA if self.eta is None else self.eta
 
     def native_resolution(self) -> int:
         """The resolution the pipeline generates at."""
