@@ -144,9 +144,9 @@ def _load_pipeline(path: str, device):
 
 
 def _load_autoencoder(path: str, device):
-    from pvdm.cli.common import load_autoencoder
+    from pvdm.models import load_model
 
-    return load_autoencoder(path, "--autoencoder").to(device).eval()
+    return load_model(path, expect="autoencoder").to(device).eval()
 
 
 def _notice(text: str, main: bool) -> None:

@@ -232,7 +232,6 @@ def load_video_for_model(path: Path, resolution: int):
 def _reconstruct(args: argparse.Namespace) -> int:
     import torch
 
-    from pvdm.cli.common import load_autoencoder
     from pvdm.data import (
         DataConfig,
         eval_clips,
@@ -244,6 +243,7 @@ def _reconstruct(args: argparse.Namespace) -> int:
     )
     from pvdm.errors import DataError, PvdmError
     from pvdm.metrics.recon import psnr, ssim
+    from pvdm.models import load_model
     from pvdm.runtime import resolve_device
 
     if args.out.suffix.lower() not in (".mp4", ".gif", ".png"):
@@ -252,7 +252,7 @@ def _reconstruct(args: argparse.Namespace) -> int:
         raise PvdmError(f"--out {args.out} is a folder; give a file name ending in .mp4/.gif/.png")
     check_numbers(args)
     device = resolve_device(args.device)
-    ae = load_autoencoder(args.autoencoder, "--autoencoder").to(device).eval()
+    ae = load_model(args.autoencoder, expect="autoencoder").to(device).eval()
     res, frames = ae.config.resolution, ae.config.frames
     source = Path(args.input)
     if source.is_file():
