@@ -142,3 +142,19 @@ def torch_distributed_importers() -> list[str]:
 def test_only_the_runtime_talks_to_torch_distributed() -> None:
     # the process-group helpers exist once (pvdm.runtime); metrics and training call them
     assert torch_distributed_importers() == ["pvdm.runtime"]
+
+
+def test_training_modules_export_only_their_own_names() -> None:
+    # a re-export (pvdm.train.distributed once offered pvdm.runtime's names) is a second path
+    # to one helper; import it from where it lives
+    import importlib
+
+    foreign = []
+    for path in sorted((SRC / "train").glob("*.py")):
+        name = _module_name(path)
+        module = importlib.import_module(name)
+        for export in getattr(module, "__all__", []):
+            home = getattr(getattr(module, export), "__module__", name)
+            if home != name and not home.startswith(name + "."):
+                foreign.append(f"{name}.{export} (from {home})")
+    assert not foreign, "re-exported: " + ", ".join(foreign)

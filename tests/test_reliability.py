@@ -375,10 +375,10 @@ def test_self_looping_symlink_in_a_dataset_is_skipped(tmp_path, caplog) -> None:
 
 def test_a_failed_first_start_does_not_pin_the_settings(tmp_path) -> None:
     from pvdm.config import ConfigError, apply_overrides, load_config
+    from pvdm.runtime import DistInfo
     from pvdm.train.checkpoint import save_training_state
     from pvdm.train.common import prepare_run
     from pvdm.train.diffusion import DiffusionRunConfig
-    from pvdm.train.distributed import DistInfo
 
     info = DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
     run = RunFolder(tmp_path / "run")
