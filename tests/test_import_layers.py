@@ -15,9 +15,21 @@ import pvdm
 SRC = Path(pvdm.__file__).parent
 
 # inference and the layers below it: they must never reach the training code or the apps
-LOWER = ("pvdm.models", "pvdm.diffusion", "pvdm.metrics", "pvdm.data")
-BOTTOM = ("pvdm.runtime", "pvdm.runs", "pvdm.seeds", "pvdm.atomic", "pvdm.errors", "pvdm.config")
-UPPER = ("pvdm.train", "pvdm.cli", "pvdm.demo", "pvdm.presets")
+LOWER = ("pvdm.models", "pvdm.diffusion", "pvdm.metrics", "pvdm.data", "pvdm.convert")
+BOTTOM = (
+    "pvdm.runtime",
+    "pvdm.runs",
+    "pvdm.seeds",
+    "pvdm.atomic",
+    "pvdm.errors",
+    "pvdm.config",
+    "pvdm.jsonl",
+    "pvdm.runlock",
+    "pvdm.weights",
+    "pvdm.charts",
+)
+UPPER = ("pvdm.train", "pvdm.cli", "pvdm.demo", "pvdm.presets", "pvdm.serve")
+ENTRY = ("pvdm", "pvdm.__main__")  # the package itself and `python -m pvdm`
 
 
 def _module_name(path: Path) -> str:
@@ -77,6 +89,16 @@ def test_import_graph_sees_local_imports() -> None:
     graph = import_graph()
     assert "pvdm.models.unet" in graph["pvdm.models"]  # a package import of its submodule
     assert "pvdm.train.autoencoder" in graph["pvdm.cli.train"]  # imported inside a function
+
+
+def test_every_module_sits_in_one_layer() -> None:
+    # a module in no layer escapes every check below
+    layers = {"bottom": BOTTOM, "lower": LOWER, "upper": UPPER}
+    for module in import_graph():
+        if module in ENTRY:
+            continue
+        found = [layer for layer, prefixes in layers.items() if _in(module, prefixes)]
+        assert len(found) == 1, f"{module} is in layers {found}; put it in exactly one"
 
 
 def test_lower_layers_never_import_training_or_apps() -> None:
