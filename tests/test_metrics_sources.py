@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from types import SimpleNamespace
 
 import pytest
@@ -66,6 +67,26 @@ def test_real_clip_identity_tracks_the_data(tmp_path) -> None:
     assert first == RealClips.open(DataConfig(path=str(root)), protocol).identity
     write_frame_folders(root / "more", torch.zeros(1, 3, 16, 8, 8, dtype=torch.uint8))
     assert RealClips.open(DataConfig(path=str(root)), protocol).identity != first
+
+
+def test_held_out_clips_of_unsplit_data_warn_and_are_recorded_as_train(tmp_path, caplog) -> None:
+    from pvdm.metrics.runner import real_record
+
+    root = tmp_path / "videos"  # no train/ and test/ sub-folders
+    write_frame_folders(root, torch.zeros(2, 3, 16, 8, 8, dtype=torch.uint8))
+    recon = dataclasses.replace(PROTOCOLS["recon2048_16f"].with_num(2), resolution=8)
+    assert recon.real_split == "test"
+    with caplog.at_level(logging.WARNING, logger="pvdm.metrics.sources"):
+        real = RealClips.open(DataConfig(path=str(root)), recon)
+    assert [r.getMessage().split(":")[0] for r in caplog.records] == [
+        f"recon2_16f uses TRAINING videos of {root}"
+    ]
+    assert real.split == "train" and ":train:" in real.identity and len(real) == 2
+    assert real_record(recon, real, 2, None)["split"] == "train"
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="pvdm.metrics.sources"):
+        fvd = RealClips.open(DataConfig(path=str(root)), _protocol(2, 8))
+    assert fvd.split == "train" and not caplog.records  # the train split was asked for
 
 
 def test_folder_of_fakes_reads_each_video_once_from_frame_zero(tmp_path) -> None:

@@ -92,6 +92,7 @@ class RealClips:
     dataset: Any  # pvdm.data.VideoDataset
     requests: list  # pvdm.data.ClipRequest, in sample order
     identity: str  # what the reference-statistics cache key says about the data
+    split: str  # the split read: "train" where a held-out ("test") split was asked of unsplit data
 
     @classmethod
     def open(cls, data: DataConfig, protocol: Protocol) -> RealClips:
@@ -106,6 +107,15 @@ class RealClips:
             stride=protocol.stride,
         )
         dataset = build_dataset(cfg)  # silent: skipping short videos is the protocol's rule
+        if cfg.split == "test" and dataset.unsplit:
+            # as pvdm.data.open_heldout says it: held-out clips were meant, training clips it is
+            log.warning(
+                "%s uses TRAINING videos of %s: it has no test split (the folder has no "
+                "train/test sub-folders); give data with a test split for a held-out measure",
+                protocol.name,
+                data.path,
+            )
+            cfg = dataclasses.replace(cfg, split="train")  # recorded, and keyed in the cache
         kinds = Counter(reason.split(" (")[0] for _, reason in dataset.skipped)
         why = ", ".join(f"{n} {kind}" for kind, n in kinds.most_common())
         if len(dataset) == 0:
@@ -125,7 +135,7 @@ class RealClips:
                 why,
             )
         requests = eval_requests(dataset, protocol.num_real, seed=protocol.seed)
-        return cls(dataset, requests, dataset_identity(cfg, dataset))
+        return cls(dataset, requests, dataset_identity(cfg, dataset), cfg.split)
 
     def __len__(self) -> int:
         return len(self.requests)
