@@ -8,6 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from einops import rearrange
 from eval_helpers import real_clips, sky, write_frame_folders
 
 from pvdm.data import DataConfig, write_video
@@ -175,6 +176,31 @@ def test_videos_shorter_than_the_clip_are_skipped_and_all_clips_taken_if_fewer(t
     assert all(0 <= s <= 4 for s in starts)  # a random offset within each 20-frame video
     with pytest.raises(DataError, match=r"gives a fvd5_16f clip of 121 frames \(3 too short\)"):
         RealClips.open(DataConfig(path=str(root)), _protocol(5, 8, stride=8))
+
+
+def test_fake_videos_decode_at_the_protocol_resolution_with_the_same_pixels(
+    tmp_path, monkeypatch
+) -> None:
+    import pvdm.metrics.sources as sources
+    from pvdm.data import center_crop_resize, read_video
+    from pvdm.data.write import write_frame_folder
+
+    gen = torch.Generator().manual_seed(3)
+    video = torch.randint(0, 256, (3, 9, 30, 44), generator=gen, dtype=torch.uint8)  # not square
+    write_frame_folder(tmp_path / "fake" / "v", video)
+    decoded = []
+
+    def spy(*args, **kwargs):
+        decoded.append(read_video(*args, **kwargs))
+        return decoded[-1]
+
+    monkeypatch.setattr(sources, "read_video", spy)
+    fake = FolderVideos.open(tmp_path / "fake")
+    (got, _), *_ = fake.batches(_protocol(1, 16, stride=2, frames=4), 1)
+    assert [tuple(v.shape) for v in decoded] == [(3, 4, 16, 16)]  # never the file's 30x44
+    full = video[:, 0:7:2]  # frames 0, 2, 4, 6
+    want = center_crop_resize(rearrange(full, "c t h w -> t h w c"), 16)
+    assert torch.equal(got[0], want)  # FVD inputs unchanged: the old decode-then-resize
 
 
 class _SeededPipeline:

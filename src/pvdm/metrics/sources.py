@@ -239,8 +239,15 @@ class _FolderDataset(Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int) -> torch.Tensor:
-        video = read_video(self.paths[i], start=0, num_frames=self.frames, stride=self.stride)
-        return center_crop_resize(rearrange(video, "c t h w -> t h w c"), self.resolution)
+        # each frame is cropped and resized as it decodes (the same centre crop + bilinear
+        # resize per frame, so the same pixels): memory follows the protocol's resolution
+        return read_video(
+            self.paths[i],
+            start=0,
+            num_frames=self.frames,
+            stride=self.stride,
+            resolution=self.resolution,
+        )
 
 
 @dataclass
