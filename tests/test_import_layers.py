@@ -113,6 +113,14 @@ def test_lower_layers_never_import_training_or_apps() -> None:
     assert not bad, "inference code imports training or app code: " + ", ".join(bad)
 
 
+def test_inference_commands_never_import_training_code() -> None:
+    # `pvdm sample/continue/reconstruct/eval` once imported pvdm.train for its device check
+    graph = import_graph()
+    for module in ("pvdm.cli.generate", "pvdm.cli.evaluate"):
+        bad = sorted(t for t in graph[module] if _in(t, ("pvdm.train",)))
+        assert not bad, f"{module} imports {', '.join(bad)}"
+
+
 def test_bottom_layer_imports_only_the_bottom_layer() -> None:
     graph = import_graph()
     bad = sorted(
