@@ -128,8 +128,7 @@ def child_train(config: dict, args: argparse.Namespace) -> dict:
         if args.device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()
         run = train_diffusion(cfg, tmp / "run")
-        rows = [json.loads(x) for x in (run / "stats.jsonl").read_text().splitlines()]
-        rate = [r for r in rows if "steps_per_sec" in r][-1]["steps_per_sec"]
+        rate = last_steps_per_sec(run / "stats.jsonl")
     return {
         **config,
         "batch": args.batch,
@@ -138,6 +137,16 @@ def child_train(config: dict, args: argparse.Namespace) -> dict:
         "peak_memory_gb": _peak_gb(args.device),
         "timed_steps": args.window,
     }
+
+
+def last_steps_per_sec(stats_file: Path) -> float:
+    """The newest training rate in a run's stats.jsonl (pvdm.jsonl reads past a torn line)."""
+    from pvdm.jsonl import read_lines
+
+    rates = [r["steps_per_sec"] for r in read_lines(stats_file) if "steps_per_sec" in r]
+    if not rates:
+        raise RuntimeError(f"{stats_file} holds no steps_per_sec record")
+    return rates[-1]
 
 
 def child_sample(config: dict, args: argparse.Namespace) -> dict:

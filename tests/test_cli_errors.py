@@ -159,6 +159,7 @@ def f(tmp_path_factory) -> dict[str, Path]:
 TRAIN = ["train-autoencoder", "--outdir", "{root}/run-{case}", *sets(TINY_AE)]
 SAMPLE = ["sample", "--model", "{pipe}", "--out", "{root}/out-{case}", "--steps", "2"]
 CONTINUE = ["continue", "{video}", "--model", "{pipe}", "--out", "{root}/out-{case}"]
+EVAL = ["eval", "--metrics", "fvd2048_16f", "--model", "{pipe}", "--device", "cpu"]
 DIFFUSION = ["train-diffusion", "--outdir", "{root}/dm-{case}", "--autoencoder", "{ae}"]
 
 # (case, argv, text the error line must hold)
@@ -221,6 +222,20 @@ CASES = [
      "--minutes must be positive"),
     ("eval-model-and-fake", ["eval", "--metrics", "fvd2048_16f", "--model", "{pipe}", "--fake",
      "{fakes_short}", "--device", "cpu"], "not both"),
+    ("eval-ddpm-steps", [*EVAL, "--sampler", "ddpm", "--steps", "400"], "ddpm sampler runs all"),
+    ("eval-steps-0", [*EVAL, "--steps", "0"], "--steps must be at least 1"),
+    ("eval-steps-5000", [*EVAL, "--steps", "5000"], "steps must lie in [1, 20]"),
+    ("eval-eta-nan", [*EVAL, "--eta", "nan"], "--eta must be >= 0"),
+    ("eval-seed-neg", [*EVAL, "--seed", "-1"], "--seed must lie in"),
+    ("eval-device-tpu", [*EVAL[:-2], "--device", "tpu"], "is not a device"),
+    ("eval-pipe-garbage", ["eval", "--metrics", "fvd2048_16f", "--model", "{pipe_garbage}",
+     "--device", "cpu"], "cannot be read"),
+    ("eval-pipe-list", ["eval", "--metrics", "fvd2048_16f", "--model", "{pipe_list}",
+     "--device", "cpu"], "must hold a JSON object"),
+    ("eval-pipe-swapped", ["eval", "--metrics", "fvd2048_16f", "--model", "{pipe_swapped}",
+     "--device", "cpu"], "swapped"),
+    ("cache-latents-device-tpu", ["cache-latents", "--autoencoder", "{ae}", "--data",
+     "synthetic", "--out", "{root}/c-{case}", "--device", "tpu"], "is not a device"),
 ]  # fmt: skip
 
 

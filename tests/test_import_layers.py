@@ -15,9 +15,21 @@ import pvdm
 SRC = Path(pvdm.__file__).parent
 
 # inference and the layers below it: they must never reach the training code or the apps
-LOWER = ("pvdm.models", "pvdm.diffusion", "pvdm.metrics", "pvdm.data")
-BOTTOM = ("pvdm.runtime", "pvdm.runs", "pvdm.seeds", "pvdm.atomic", "pvdm.errors", "pvdm.config")
-UPPER = ("pvdm.train", "pvdm.cli", "pvdm.demo", "pvdm.presets")
+LOWER = ("pvdm.models", "pvdm.diffusion", "pvdm.metrics", "pvdm.data", "pvdm.convert")
+BOTTOM = (
+    "pvdm.runtime",
+    "pvdm.runs",
+    "pvdm.seeds",
+    "pvdm.atomic",
+    "pvdm.errors",
+    "pvdm.config",
+    "pvdm.jsonl",
+    "pvdm.runlock",
+    "pvdm.weights",
+    "pvdm.charts",
+)
+UPPER = ("pvdm.train", "pvdm.cli", "pvdm.demo", "pvdm.presets", "pvdm.serve")
+ENTRY = ("pvdm", "pvdm.__main__")  # the package itself and `python -m pvdm`
 
 
 def _module_name(path: Path) -> str:
@@ -79,6 +91,16 @@ def test_import_graph_sees_local_imports() -> None:
     assert "pvdm.train.autoencoder" in graph["pvdm.cli.train"]  # imported inside a function
 
 
+def test_every_module_sits_in_one_layer() -> None:
+    # a module in no layer escapes every check below
+    layers = {"bottom": BOTTOM, "lower": LOWER, "upper": UPPER}
+    for module in import_graph():
+        if module in ENTRY:
+            continue
+        found = [layer for layer, prefixes in layers.items() if _in(module, prefixes)]
+        assert len(found) == 1, f"{module} is in layers {found}; put it in exactly one"
+
+
 def test_lower_layers_never_import_training_or_apps() -> None:
     graph = import_graph()
     bad = sorted(
@@ -89,6 +111,14 @@ def test_lower_layers_never_import_training_or_apps() -> None:
         if _in(t, UPPER)
     )
     assert not bad, "inference code imports training or app code: " + ", ".join(bad)
+
+
+def test_inference_commands_never_import_training_code() -> None:
+    # `pvdm sample/continue/reconstruct/eval` once imported pvdm.train for its device check
+    graph = import_graph()
+    for module in ("pvdm.cli.generate", "pvdm.cli.evaluate"):
+        bad = sorted(t for t in graph[module] if _in(t, ("pvdm.train",)))
+        assert not bad, f"{module} imports {', '.join(bad)}"
 
 
 def test_bottom_layer_imports_only_the_bottom_layer() -> None:
@@ -142,3 +172,19 @@ def torch_distributed_importers() -> list[str]:
 def test_only_the_runtime_talks_to_torch_distributed() -> None:
     # the process-group helpers exist once (pvdm.runtime); metrics and training call them
     assert torch_distributed_importers() == ["pvdm.runtime"]
+
+
+def test_training_modules_export_only_their_own_names() -> None:
+    # a re-export (pvdm.train.distributed once offered pvdm.runtime's names) is a second path
+    # to one helper; import it from where it lives
+    import importlib
+
+    foreign = []
+    for path in sorted((SRC / "train").glob("*.py")):
+        name = _module_name(path)
+        module = importlib.import_module(name)
+        for export in getattr(module, "__all__", []):
+            home = getattr(getattr(module, export), "__module__", name)
+            if home != name and not home.startswith(name + "."):
+                foreign.append(f"{name}.{export} (from {home})")
+    assert not foreign, "re-exported: " + ", ".join(foreign)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from types import SimpleNamespace
 
 import pytest
 import torch
+from einops import rearrange
 from eval_helpers import real_clips, sky, write_frame_folders
 
 from pvdm.data import DataConfig, write_video
@@ -66,6 +68,26 @@ def test_real_clip_identity_tracks_the_data(tmp_path) -> None:
     assert first == RealClips.open(DataConfig(path=str(root)), protocol).identity
     write_frame_folders(root / "more", torch.zeros(1, 3, 16, 8, 8, dtype=torch.uint8))
     assert RealClips.open(DataConfig(path=str(root)), protocol).identity != first
+
+
+def test_held_out_clips_of_unsplit_data_warn_and_are_recorded_as_train(tmp_path, caplog) -> None:
+    from pvdm.metrics.runner import real_record
+
+    root = tmp_path / "videos"  # no train/ and test/ sub-folders
+    write_frame_folders(root, torch.zeros(2, 3, 16, 8, 8, dtype=torch.uint8))
+    recon = dataclasses.replace(PROTOCOLS["recon2048_16f"].with_num(2), resolution=8)
+    assert recon.real_split == "test"
+    with caplog.at_level(logging.WARNING, logger="pvdm.metrics.sources"):
+        real = RealClips.open(DataConfig(path=str(root)), recon)
+    assert [r.getMessage().split(":")[0] for r in caplog.records] == [
+        f"recon2_16f uses TRAINING videos of {root}"
+    ]
+    assert real.split == "train" and ":train:" in real.identity and len(real) == 2
+    assert real_record(recon, real, 2, None)["split"] == "train"
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="pvdm.metrics.sources"):
+        fvd = RealClips.open(DataConfig(path=str(root)), _protocol(2, 8))
+    assert fvd.split == "train" and not caplog.records  # the train split was asked for
 
 
 def test_folder_of_fakes_reads_each_video_once_from_frame_zero(tmp_path) -> None:
@@ -156,11 +178,37 @@ def test_videos_shorter_than_the_clip_are_skipped_and_all_clips_taken_if_fewer(t
         RealClips.open(DataConfig(path=str(root)), _protocol(5, 8, stride=8))
 
 
+def test_fake_videos_decode_at_the_protocol_resolution_with_the_same_pixels(
+    tmp_path, monkeypatch
+) -> None:
+    import pvdm.metrics.sources as sources
+    from pvdm.data import center_crop_resize, read_video
+    from pvdm.data.write import write_frame_folder
+
+    gen = torch.Generator().manual_seed(3)
+    video = torch.randint(0, 256, (3, 9, 30, 44), generator=gen, dtype=torch.uint8)  # not square
+    write_frame_folder(tmp_path / "fake" / "v", video)
+    decoded = []
+
+    def spy(*args, **kwargs):
+        decoded.append(read_video(*args, **kwargs))
+        return decoded[-1]
+
+    monkeypatch.setattr(sources, "read_video", spy)
+    fake = FolderVideos.open(tmp_path / "fake")
+    (got, _), *_ = fake.batches(_protocol(1, 16, stride=2, frames=4), 1)
+    assert [tuple(v.shape) for v in decoded] == [(3, 4, 16, 16)]  # never the file's 30x44
+    full = video[:, 0:7:2]  # frames 0, 2, 4, 6
+    want = center_crop_resize(rearrange(full, "c t h w -> t h w c"), 16)
+    assert torch.equal(got[0], want)  # FVD inputs unchanged: the old decode-then-resize
+
+
 class _SeededPipeline:
     """Stands in for PVDMPipeline: video k is noise drawn from seeds[k] alone."""
 
     def __init__(self, resolution: int = 24) -> None:
         self.autoencoder = SimpleNamespace(config=SimpleNamespace(resolution=resolution))
+        self.schedule = SimpleNamespace(num_timesteps=1000)
         self.calls: list[dict] = []
 
     def __call__(self, num, frames, *, seeds, **settings) -> torch.Tensor:

@@ -169,3 +169,19 @@ def test_load_model_takes_a_run_folder(tmp_path, unet) -> None:
     assert not torch.equal(best.state_dict()["input_conv.weight"], unet.input_conv.weight)
     with pytest.raises(CheckpointError, match="no model weights"):
         load_model(tmp_path / "empty")
+
+
+def test_load_model_expect_refuses_another_model_type(tmp_path, unet, autoencoder) -> None:
+    # a diffusion run folder: its snapshots are UNets, its own autoencoder sits beside them
+    unet.save_pretrained(tmp_path / "run" / "snapshots" / "step-00000001")
+    autoencoder.save_pretrained(tmp_path / "run" / "autoencoder")
+    with pytest.raises(CheckpointError) as info:
+        load_model(tmp_path / "run", expect="autoencoder")
+    assert str(info.value) == (
+        f"{tmp_path / 'run'} holds a 'unet' model, not an autoencoder (its autoencoder is "
+        f"{tmp_path / 'run' / 'autoencoder'}); give an autoencoder run folder or snapshot"
+    )
+    model = load_model(tmp_path / "run" / "autoencoder", expect="autoencoder")
+    assert isinstance(model, TriplaneAutoencoder)
+    for a, b in zip(model.state_dict().values(), autoencoder.state_dict().values()):
+        assert torch.equal(a, b)

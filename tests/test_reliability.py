@@ -251,7 +251,9 @@ def test_output_folder_is_cleared_of_old_samples_only(tmp_path) -> None:
 
     out = tmp_path / "out"
     videos = torch.zeros(3, 3, 2, 8, 8, dtype=torch.uint8)
+    prepare_output_folder(out)
     write_samples(out, videos, {"num": 3}, fmt="png")  # PNG frame folders sample-000i/
+    prepare_output_folder(out)
     write_samples(out, videos[:1], {"num": 1})
     names = sorted(p.name for p in out.iterdir())
     assert names == ["grid.png", "sample-0000.mp4", "settings.json"]
@@ -261,6 +263,18 @@ def test_output_folder_is_cleared_of_old_samples_only(tmp_path) -> None:
     with pytest.raises(PvdmError, match=r"notes\.txt"):
         prepare_output_folder(out)
     assert (out / "sample-0000.mp4").exists()  # nothing removed when refusing
+
+
+def test_a_file_appearing_during_sampling_does_not_abort_the_write(tmp_path) -> None:
+    from pvdm.diffusion.outputs import prepare_output_folder, write_samples
+
+    out = prepare_output_folder(tmp_path / "out")  # the CLI's one check, before sampling
+    (out / "notes.txt").write_text("written while sampling")
+    videos = torch.zeros(2, 3, 2, 8, 8, dtype=torch.uint8)
+    paths = write_samples(out, videos, {"num": 2}, fmt="mkv")
+    assert paths == [out / "sample-0000.mkv", out / "sample-0001.mkv"]
+    assert all(p.is_file() for p in paths)
+    assert (out / "notes.txt").read_text() == "written while sampling"
 
 
 # --- bounded memory -------------------------------------------------------------------------
@@ -361,10 +375,10 @@ def test_self_looping_symlink_in_a_dataset_is_skipped(tmp_path, caplog) -> None:
 
 def test_a_failed_first_start_does_not_pin_the_settings(tmp_path) -> None:
     from pvdm.config import ConfigError, apply_overrides, load_config
+    from pvdm.runtime import DistInfo
     from pvdm.train.checkpoint import save_training_state
     from pvdm.train.common import prepare_run
     from pvdm.train.diffusion import DiffusionRunConfig
-    from pvdm.train.distributed import DistInfo
 
     info = DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
     run = RunFolder(tmp_path / "run")

@@ -41,8 +41,22 @@ class DistInfo:
         return self.world_size > 1
 
 
+def check_device(name: str, where: str = "--device") -> None:
+    """Refuse a device name torch does not know (e.g. 'tpu') with one sentence."""
+    if name == "auto":
+        return
+    try:
+        torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ConfigError(
+            f"{where} '{name}' is not a device; use auto, cpu, cuda, cuda:N or mps"
+        ) from None
+
+
 def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
-    """`auto` picks this rank's CUDA device when there is one, else the CPU."""
+    """`auto` picks this rank's CUDA device when there is one, else the CPU; an unknown name
+    or a missing CUDA device is a ConfigError."""
+    check_device(name)
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(name)

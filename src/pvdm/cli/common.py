@@ -80,22 +80,3 @@ def resolve_run_config(cls: type, presets: dict[str, Any], args: argparse.Namesp
         overrides.append(f"train.seed={args.seed}")
     cfg = apply_overrides(cfg, [*overrides, *args.set])
     return config_from_dict(cls, config_to_dict(cfg))  # validate every section
-
-
-def load_autoencoder(path: str, flag: str):
-    """The autoencoder a flag names (run folder, snapshot or file), refusing other model types."""
-    from pvdm.errors import CheckpointError
-    from pvdm.models import load_model, read_header
-    from pvdm.runs import resolve_snapshot
-
-    resolved = resolve_snapshot(path)
-    kind = read_header(resolved).get("model_type")
-    if kind != "autoencoder":
-        hint = ""
-        if (Path(path) / "autoencoder" / "config.json").is_file():
-            hint = f" (its autoencoder is {Path(path) / 'autoencoder'})"
-        raise CheckpointError(
-            f"{flag} {path} holds a '{kind}' model, not an autoencoder{hint}; give an "
-            "autoencoder run folder or snapshot"
-        )
-    return load_model(resolved)

@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from pvdm.cli.generate import SAMPLER_NAMES
+from pvdm.cli.generate import SAMPLER_NAMES, check_numbers
 
 ALIASES = {
     "fvd": "fvd2048_16f",
@@ -104,8 +104,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     sampling = p.add_argument_group("sampling (with --model; defaults as PVDM reports)")
     sampling.add_argument("--sampler", choices=SAMPLER_NAMES, default="ddim")
-    sampling.add_argument("--steps", type=int, default=400, help="sampler steps (default 400)")
-    sampling.add_argument("--eta", type=float, default=1.0, help="DDIM eta (default 1)")
+    sampling.add_argument(
+        "--steps", type=int, help="sampler steps (default: ddim 400, dpm 20, ddpm every step)"
+    )
+    sampling.add_argument("--eta", type=float, help="DDIM eta (default: the official 1.0)")
     sampling.add_argument("--seed", type=int, help="seed of sample 0 (default: the protocol's)")
     run = p.add_argument_group("running")
     run.add_argument(
@@ -142,9 +144,9 @@ def _load_pipeline(path: str, device):
 
 
 def _load_autoencoder(path: str, device):
-    from pvdm.cli.common import load_autoencoder
+    from pvdm.models import load_model
 
-    return load_autoencoder(path, "--autoencoder").to(device).eval()
+    return load_model(path, expect="autoencoder").to(device).eval()
 
 
 def _notice(text: str, main: bool) -> None:
@@ -163,6 +165,7 @@ def _eval(args: argparse.Namespace) -> int:
         raise ConfigError("--metrics is empty; name at least one protocol, e.g. fvd2048_16f")
     if args.batch_size < 1 or args.workers < 0:
         raise ConfigError("--batch-size must be positive and --workers 0 or more")
+    check_numbers(args)  # --steps, --eta, --seed, --device: before any work
     info = init_distributed(args.device)
     try:
         records = _generative(args, [p for p in protocols if p.kind != "recon"], info)

@@ -94,17 +94,19 @@ def check_numbers(args: argparse.Namespace) -> None:
         if not ok:
             raise ConfigError(text)
 
-    if hasattr(args, "num"):
+    if getattr(args, "num", None) is not None:
         need(args.num >= 1, f"--num must be at least 1, got {args.num}")
     if getattr(args, "frames", None) is not None:
         need(args.frames >= 1, f"--frames must be at least 1, got {args.frames}")
     if getattr(args, "batch_size", None) is not None:
         need(args.batch_size >= 1, f"--batch-size must be at least 1, got {args.batch_size}")
-    need(math.isfinite(args.fps) and args.fps > 0, f"--fps must be positive, got {args.fps}")
-    need(
-        args.seed >= 0 and args.seed + getattr(args, "num", 1) < 2**63,
-        f"--seed must lie in [0, 2**63 - --num), got {args.seed}",
-    )
+    if getattr(args, "fps", None) is not None:
+        need(math.isfinite(args.fps) and args.fps > 0, f"--fps must be positive, got {args.fps}")
+    if getattr(args, "seed", None) is not None:
+        need(
+            args.seed >= 0 and args.seed + (getattr(args, "num", None) or 1) < 2**63,
+            f"--seed must lie in [0, 2**63 - --num), got {args.seed}",
+        )
     for flag in ("eta", "guidance", "class_guidance"):
         value = getattr(args, flag, None)
         if value is not None:
@@ -113,7 +115,7 @@ def check_numbers(args: argparse.Namespace) -> None:
     if getattr(args, "steps", None) is not None:
         need(args.steps >= 1, f"--steps must be at least 1, got {args.steps}")
     if getattr(args, "device", "auto") != "auto":
-        from pvdm.train.config import check_device
+        from pvdm.runtime import check_device
 
         check_device(args.device, "--device")
 
@@ -230,7 +232,6 @@ def load_video_for_model(path: Path, resolution: int):
 def _reconstruct(args: argparse.Namespace) -> int:
     import torch
 
-    from pvdm.cli.common import load_autoencoder
     from pvdm.data import (
         DataConfig,
         eval_clips,
@@ -242,6 +243,7 @@ def _reconstruct(args: argparse.Namespace) -> int:
     )
     from pvdm.errors import DataError, PvdmError
     from pvdm.metrics.recon import psnr, ssim
+    from pvdm.models import load_model
     from pvdm.runtime import resolve_device
 
     if args.out.suffix.lower() not in (".mp4", ".gif", ".png"):
@@ -250,7 +252,7 @@ def _reconstruct(args: argparse.Namespace) -> int:
         raise PvdmError(f"--out {args.out} is a folder; give a file name ending in .mp4/.gif/.png")
     check_numbers(args)
     device = resolve_device(args.device)
-    ae = load_autoencoder(args.autoencoder, "--autoencoder").to(device).eval()
+    ae = load_model(args.autoencoder, expect="autoencoder").to(device).eval()
     res, frames = ae.config.resolution, ae.config.frames
     source = Path(args.input)
     if source.is_file():

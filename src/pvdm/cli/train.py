@@ -106,16 +106,16 @@ def _cache_latents(args: argparse.Namespace) -> int:
 def _build_cache(args: argparse.Namespace) -> int:
     import torch
 
-    from pvdm.cli.common import load_autoencoder
     from pvdm.config import apply_overrides
     from pvdm.data import DataConfig, open_dataset
     from pvdm.diffusion.cache import build_latent_cache
+    from pvdm.models import load_model
     from pvdm.runs import resolve_snapshot
     from pvdm.runtime import resolve_device
 
     device = resolve_device(args.device)
     ae_path = resolve_snapshot(args.autoencoder)  # recorded in the cache's manifest
-    ae = load_autoencoder(args.autoencoder, "--autoencoder").to(device)
+    ae = load_model(args.autoencoder, expect="autoencoder").to(device)
     frames = ae.config.frames
     data = apply_overrides(
         DataConfig(

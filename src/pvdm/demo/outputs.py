@@ -57,7 +57,7 @@ def evaluate_and_generate(
 ) -> dict[str, Any]:
     """Generate the report's videos and compute its metrics.
 
-    `detector` is a `pvdm.metrics.detectors.Detector` (or None: no FVD); the FVD ladder uses at
+    `detector` is a `pvdm.metrics.protocols.Detector` (or None: no FVD); the FVD ladder uses at
     most about `fvd_budget_sec` seconds, with as many clips per rung as fit.
     """
     from pvdm.diffusion.pipeline import PVDMPipeline

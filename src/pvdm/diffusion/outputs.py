@@ -77,13 +77,17 @@ def write_samples(
     fmt: str = "mp4",
 ) -> list[Path]:
     """Write uint8 videos [B, C, T, H, W] into `out` as `sample-<i>.<fmt>` (png: a folder of
-    frames `sample-<i>/`); returns their paths. settings.json records the format."""
+    frames `sample-<i>/`); returns their paths. settings.json records the format.
+
+    Call `prepare_output_folder(out)` once before the sampling: a file that appears in `out`
+    meanwhile does not throw the finished videos away (this writes beside it)."""
     from pvdm.data import write_video
     from pvdm.data.write import write_frame_folder
 
     if fmt not in FORMATS:
         raise ValueError(f"unknown sample format {fmt!r}; use one of {', '.join(FORMATS)}")
-    out = prepare_output_folder(out)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
     paths = []
     for i, video in enumerate(videos):
         stem = out / f"sample-{i:04d}"

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import json
 import logging
 import math
 import os
@@ -138,6 +137,8 @@ def model_sha256(path: str | os.PathLike) -> dict[str, str | None]:
     path = Path(path)
     spec_file = path / "pipeline.json"
     if spec_file.is_file():
-        spec = json.loads(spec_file.read_text(encoding="utf-8"))
+        from pvdm.diffusion.pipeline import read_pipeline_spec
+
+        spec = read_pipeline_spec(spec_file)
         return {part: _weights_sha256(path / spec[part]) for part in ("unet", "autoencoder")}
     return {"model": _weights_sha256(path)}

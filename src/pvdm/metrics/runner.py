@@ -139,7 +139,7 @@ def real_record(
     """What a result record says about the real clips."""
     record: dict[str, Any] = {
         "dataset": real.identity,
-        "split": protocol.real_split,
+        "split": real.split,
         "videos_in_split": len(real.dataset),
         "videos_skipped": len(real.dataset.skipped),
         "clips": clips,

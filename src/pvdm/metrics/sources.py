@@ -92,6 +92,7 @@ class RealClips:
     dataset: Any  # pvdm.data.VideoDataset
     requests: list  # pvdm.data.ClipRequest, in sample order
     identity: str  # what the reference-statistics cache key says about the data
+    split: str  # the split read: "train" where a held-out ("test") split was asked of unsplit data
 
     @classmethod
     def open(cls, data: DataConfig, protocol: Protocol) -> RealClips:
@@ -106,6 +107,15 @@ class RealClips:
             stride=protocol.stride,
         )
         dataset = build_dataset(cfg)  # silent: skipping short videos is the protocol's rule
+        if cfg.split == "test" and dataset.unsplit:
+            # as pvdm.data.open_heldout says it: held-out clips were meant, training clips it is
+            log.warning(
+                "%s uses TRAINING videos of %s: it has no test split (the folder has no "
+                "train/test sub-folders); give data with a test split for a held-out measure",
+                protocol.name,
+                data.path,
+            )
+            cfg = dataclasses.replace(cfg, split="train")  # recorded, and keyed in the cache
         kinds = Counter(reason.split(" (")[0] for _, reason in dataset.skipped)
         why = ", ".join(f"{n} {kind}" for kind, n in kinds.most_common())
         if len(dataset) == 0:
@@ -125,7 +135,7 @@ class RealClips:
                 why,
             )
         requests = eval_requests(dataset, protocol.num_real, seed=protocol.seed)
-        return cls(dataset, requests, dataset_identity(cfg, dataset))
+        return cls(dataset, requests, dataset_identity(cfg, dataset), cfg.split)
 
     def __len__(self) -> int:
         return len(self.requests)
@@ -229,8 +239,15 @@ class _FolderDataset(Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int) -> torch.Tensor:
-        video = read_video(self.paths[i], start=0, num_frames=self.frames, stride=self.stride)
-        return center_crop_resize(rearrange(video, "c t h w -> t h w c"), self.resolution)
+        # each frame is cropped and resized as it decodes (the same centre crop + bilinear
+        # resize per frame, so the same pixels): memory follows the protocol's resolution
+        return read_video(
+            self.paths[i],
+            start=0,
+            num_frames=self.frames,
+            stride=self.stride,
+            resolution=self.resolution,
+        )
 
 
 @dataclass
@@ -315,21 +332,36 @@ class FolderVideos:
 # --- generated videos -----------------------------------------------------------------------
 
 
+REPORTED_DDIM_STEPS = 400  # the DDIM steps PVDM's FVDs are reported with
+
+
 @dataclass
 class GeneratedVideos:
     """Fake videos made by a `PVDMPipeline`: sample i from seed `seed + i`.
 
     `seed=None` uses the protocol's seed. The defaults are the sampling PVDM reports with:
-    the official DDIM, 400 steps, eta 1, on the EMA weights that snapshots hold.
+    the official DDIM, 400 steps (capped at the schedule), eta 1, on the EMA weights that
+    snapshots hold; other samplers default as `pvdm.diffusion.resolve_steps` says. Steps the
+    sampler cannot run are a ConfigError here, before any work.
     """
 
     pipe: Any  # pvdm.diffusion.pipeline.PVDMPipeline
     model: str
     sampler: str = "ddim"
-    steps: int = 400
-    eta: float = 1.0
+    steps: int | None = None
+    eta: float | None = None
     seed: int | None = None
     model_sha256: dict[str, str] | None = None
+
+    def __post_init__(self) -> None:
+        from pvdm.diffusion.samplers import DEFAULT_ETA, resolve_steps
+
+        num_timesteps = int(self.pipe.schedule.num_timesteps)
+        steps = self.steps
+        if steps is None and self.sampler == "ddim":
+            steps = min(REPORTED_DDIM_STEPS, num_timesteps)
+        self.steps = resolve_steps(self.sampler, steps, num_timesteps)
+        self.eta = DEFAULT_ETA if self.eta is None else self.eta
 
     def native_resolution(self) -> int:
         """The resolution the pipeline generates at."""

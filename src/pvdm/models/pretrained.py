@@ -203,10 +203,25 @@ class PretrainedMixin:
         return model.eval()
 
 
-def load_model(path: str | Path, *, device: torch.device | str = "cpu") -> nn.Module:
-    """Load any pvdm model checkpoint or run folder, choosing the class from its `model_type`."""
+def load_model(
+    path: str | Path, *, device: torch.device | str = "cpu", expect: str | None = None
+) -> nn.Module:
+    """Load any pvdm model checkpoint or run folder, choosing the class from its `model_type`.
+
+    `expect` (e.g. "autoencoder") refuses any other model type with one sentence that names
+    what was found and what to give.
+    """
+    given = path
     path = resolve_snapshot(path)
     model_type = read_header(path).get("model_type")
+    if expect is not None and model_type != expect:
+        hint = ""
+        if (Path(given) / expect / "config.json").is_file():
+            hint = f" (its {expect} is {Path(given) / expect})"
+        raise CheckpointError(
+            f"{given} holds a '{model_type}' model, not an {expect}{hint}; give an {expect} "
+            "run folder or snapshot"
+        )
     if model_type not in MODEL_CLASSES:
         raise CheckpointError(
             f"{path} holds an unknown model type '{model_type}' "

@@ -14,12 +14,11 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from pvdm.config import config_to_dict, load_config, save_config
 from pvdm.errors import ConfigError, PvdmError
-from pvdm.runtime import DistInfo, autocast
+from pvdm.runtime import DistInfo
 from pvdm.train.checkpoint import RunFolder
 
 __all__ = [
     "GuardedUpdate",
-    "autocast",
     "grad_norm",
     "make_scaler",
     "no_sync_unless",

@@ -71,20 +71,8 @@ class TrainConfig:
             raise ConfigError(f"train.ema_decay must lie in [0, 1], got {self.ema_decay}")
         if not 0 <= self.seed < 2**63:
             raise ConfigError(f"train.seed must lie in [0, 2**63), got {self.seed}")
+        from pvdm.runtime import check_device
+
         check_device(self.device, "train.device")
         if self.grad_clip is not None and self.grad_clip <= 0:
             raise ConfigError(f"train.grad_clip must be positive or null, got {self.grad_clip}")
-
-
-def check_device(name: str, where: str) -> None:
-    """Refuse a device name torch does not know (e.g. 'tpu') with one sentence."""
-    import torch
-
-    if name == "auto":
-        return
-    try:
-        torch.device(name)
-    except (RuntimeError, ValueError):
-        raise ConfigError(
-            f"{where} '{name}' is not a device; use auto, cpu, cuda, cuda:N or mps"
-        ) from None

@@ -135,12 +135,8 @@ def train_diffusion(cfg: DiffusionRunConfig, outdir: str | Path, restart: bool =
     device = info.device
     local_batch = local_batch_size(tc.batch_size, info.world_size)
 
-    autoencoder = load_model(cfg.autoencoder).to(device).eval().requires_grad_(False)
-    if getattr(autoencoder, "model_type", None) != "autoencoder":
-        raise ConfigError(
-            f"autoencoder {cfg.autoencoder} holds a '{getattr(autoencoder, 'model_type', '?')}' "
-            "model, not an autoencoder; give the autoencoder's run folder or snapshot"
-        )
+    autoencoder = load_model(cfg.autoencoder, expect="autoencoder")
+    autoencoder = autoencoder.to(device).eval().requires_grad_(False)
     fresh = not run.states()  # nothing trained yet: the copy must be this autoencoder
     if info.is_main and (fresh or not (run.root / "autoencoder" / "config.json").is_file()):
         # the run keeps its own copy, so `pvdm sample --model RUN` needs nothing else

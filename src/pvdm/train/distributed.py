@@ -3,15 +3,8 @@
 from __future__ import annotations
 
 from pvdm.errors import ConfigError
-from pvdm.runtime import DistInfo, init_distributed, resolve_device, shutdown_distributed
 
-__all__ = [
-    "DistInfo",
-    "init_distributed",
-    "local_batch_size",
-    "resolve_device",
-    "shutdown_distributed",
-]
+__all__ = ["local_batch_size"]
 
 
 def local_batch_size(global_batch: int, world_size: int) -> int:

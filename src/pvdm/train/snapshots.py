@@ -3,8 +3,8 @@
 A snapshot is a pretrained-model folder (`config.json` + `model.safetensors`, see
 pvdm.models.pretrained) holding the weights to use for inference: the EMA weights when the run
 keeps an EMA, else the raw ones. `snapshots/step-<step>/` per saved step (the newest
-`train.keep_snapshots` kept) and `snapshots/best/` for the best held-out evaluation. Finding them again (`resolve_snapshot`)
-belongs to inference and lives in `pvdm.runs`.
+`train.keep_snapshots` kept) and `snapshots/best/` for the best held-out evaluation. Finding
+them again (`resolve_snapshot`) belongs to inference and lives in `pvdm.runs`.
 """
 
 from __future__ import annotations
@@ -18,11 +18,10 @@ import torch
 
 from pvdm import runs
 from pvdm.data import from_model_range, to_model_range, write_video
-from pvdm.runs import resolve_snapshot
 from pvdm.runtime import autocast, module_device
 from pvdm.train.checkpoint import RunFolder
 
-__all__ = ["resolve_snapshot", "save_preview", "save_snapshot", "snapshot_dir"]
+__all__ = ["save_preview", "save_snapshot", "snapshot_dir"]
 
 log = logging.getLogger(__name__)
 
