@@ -59,12 +59,7 @@ def _serve(args: argparse.Namespace) -> int:
     from pvdm.runtime import resolve_device
     from pvdm.serve.studio import Studio, prepare_out_dir
 
-    try:
-        device = resolve_device(args.device)
-    except RuntimeError as e:  # torch.device's own error for a name it does not know
-        raise PvdmError(
-            f"--device {args.device} is not a device ({e}); use auto, cpu or cuda:N"
-        ) from None
+    device = resolve_device(args.device)  # an unknown or absent device is one ConfigError
     out = prepare_out_dir(args.out) if args.out else Path(tempfile.mkdtemp(prefix="pvdm-serve-"))
     pipe = PVDMPipeline.from_pretrained(model, device=device)
 
