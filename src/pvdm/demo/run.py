@@ -94,17 +94,37 @@ def _trained_to(run: Path, steps: int) -> bool:
 
 
 def _train(stage: str, train_fn, cfg, run: Path, budget_sec: float, state: DemoState, attr: str):
-    """Calibrate the step rate, fix the number of steps for the budget, train (resumable)."""
+    """Calibrate the step rate, plan the steps for the budget, re-plan at half way, train.
+
+    The calibration run and the first half run at a constant rate (`train.lr_decay_frac` off:
+    the debug presets decay over the second half only, so this changes nothing); the second
+    half is planned from the rate measured over the first, so a machine that got slower (or
+    faster) since the calibration moves the end of the stage, not the end of the demo.
+    Resumable: a run stopped before the plan is final calibrates and re-plans again.
+    """
     steps = getattr(state, attr)
     if not steps:
-        calib = apply_overrides(cfg, [f"train.max_steps={CALIBRATION_STEPS}"])
+        start = time.perf_counter()
+        constant = ["train.lr_decay_frac=0"]
+        calib = apply_overrides(cfg, [f"train.max_steps={CALIBRATION_STEPS}", *constant])
         train_fn(calib, run)
         if not _trained_to(run, CALIBRATION_STEPS):
             raise DemoInterrupted(
                 f"stopped while training the {stage}; run the same command to resume"
             )
         rate = _steps_per_sec(run)
-        steps = int(min(max(budget_sec * rate, 2 * CALIBRATION_STEPS), 20_000))
+        steps = _plan(budget_sec * rate)
+        half = steps // 2
+        if half > CALIBRATION_STEPS:
+            t0 = time.perf_counter()
+            train_fn(apply_overrides(cfg, [f"train.max_steps={half}", *constant]), run)
+            if not _trained_to(run, half):
+                raise DemoInterrupted(
+                    f"stopped while training the {stage}; run the same command to resume"
+                )
+            rate = (half - CALIBRATION_STEPS) / max(time.perf_counter() - t0, 1e-3)
+            left = budget_sec - (time.perf_counter() - start)
+            steps = max(_plan(half + left * rate), half + 1)
         setattr(state, attr, steps)
         log.info(
             "%s: %.2f steps/s measured, training for %d steps (%.1f min)",
@@ -116,6 +136,11 @@ def _train(stage: str, train_fn, cfg, run: Path, budget_sec: float, state: DemoS
     train_fn(apply_overrides(cfg, [f"train.max_steps={steps}"]), run)
     if not _trained_to(run, steps):
         raise DemoInterrupted(f"stopped while training the {stage}; run the same command to resume")
+
+
+def _plan(steps: float) -> int:
+    """A step count within the demo's bounds."""
+    return int(min(max(steps, 2 * CALIBRATION_STEPS), 20_000))
 
 
 def run_demo(
