@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 # Settings that may change when a run is resumed; anything else must match the saved config.
 RESUMABLE_CHANGES = (
     "train.max_steps",
+    "train.lr_decay_frac",  # a schedule knob like max_steps: the demo re-plans the decay
     "train.log_every",
     "train.checkpoint_every",
     "train.keep_checkpoints",
