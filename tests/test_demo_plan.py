@@ -19,3 +19,30 @@ def test_diffusion_budget_follows_the_time_actually_spent() -> None:
     # an unfinished stage's time is not counted (it is redone on resume)
     state.done = ["autoencoder"]
     assert _spent(state) == pytest.approx(352.0)
+
+
+def test_a_stage_replans_at_half_way_from_the_rate_it_measured(monkeypatch, tmp_path) -> None:
+    import time
+
+    import pvdm.demo.run as demo_run
+    from pvdm.presets import DIFFUSION_RUNS
+
+    calls: list[tuple[int, float]] = []
+    trained = {"steps": 0}
+
+    def fake_train(cfg, run) -> None:  # 1 ms per step: 1,000 steps/s
+        time.sleep(max(cfg.train.max_steps - trained["steps"], 0) * 1e-3)
+        trained["steps"] = max(trained["steps"], cfg.train.max_steps)
+        calls.append((cfg.train.max_steps, cfg.train.lr_decay_frac))
+
+    monkeypatch.setattr(demo_run, "_trained_to", lambda run, steps: trained["steps"] >= steps)
+    # the calibration "measured" 200 steps/s: 1 s of budget plans 200 steps, re-planned at 100
+    monkeypatch.setattr(demo_run, "_steps_per_sec", lambda run: 200.0)
+    state = DemoState()
+    cfg = DIFFUSION_RUNS["debug"]()
+    demo_run._train("test", fake_train, cfg, tmp_path, 1.0, state, "dm_steps")
+    (calib, _), (half, half_decay), (final, final_decay) = calls
+    assert (calib, half, half_decay) == (demo_run.CALIBRATION_STEPS, 100, 0.0)
+    # the first half ran ~5x faster than calibrated: the rest of the second is planned at that rate
+    assert 400 < final == state.dm_steps < 1_100
+    assert final_decay == cfg.train.lr_decay_frac == 0.5
