@@ -25,7 +25,7 @@ def test_a_stage_replans_at_half_way_from_the_rate_it_measured(monkeypatch, tmp_
     import time
 
     import pvdm.demo.run as demo_run
-    from pvdm.presets import DIFFUSION_RUNS
+    from pvdm.presets import AUTOENCODER_RUNS
 
     calls: list[tuple[int, float]] = []
     trained = {"steps": 0}
@@ -39,10 +39,10 @@ def test_a_stage_replans_at_half_way_from_the_rate_it_measured(monkeypatch, tmp_
     # the calibration "measured" 200 steps/s: 1 s of budget plans 200 steps, re-planned at 100
     monkeypatch.setattr(demo_run, "_steps_per_sec", lambda run: 200.0)
     state = DemoState()
-    cfg = DIFFUSION_RUNS["debug"]()
-    demo_run._train("test", fake_train, cfg, tmp_path, 1.0, state, "dm_steps")
+    cfg = AUTOENCODER_RUNS["debug"]()
+    demo_run._train("test", fake_train, cfg, tmp_path, 1.0, state, "ae_steps")
     (calib, _), (half, half_decay), (final, final_decay) = calls
     assert (calib, half, half_decay) == (demo_run.CALIBRATION_STEPS, 100, 0.0)
     # the first half ran ~5x faster than calibrated: the rest of the second is planned at that rate
-    assert 400 < final == state.dm_steps < 1_100
+    assert 400 < final == state.ae_steps < 1_100
     assert final_decay == cfg.train.lr_decay_frac == 0.5
