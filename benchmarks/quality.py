@@ -19,6 +19,13 @@ seeded offset) and with fixed seeds:
     (writes benchmarks/results/quality.json and quality.png; the README's ladders use
     `--num 256 --long-videos 64`, and `--sampler-grid` for the step sweep)
 
+The demo's quality measurement (docs/training.md, "The demo recipe") measures two rungs only,
+and keeps the reference features of the synthetic data between runs:
+
+    python benchmarks/quality.py --model runs/demo/diffusion --data synthetic --num 128 \
+        --samplers ddim:50:1 --rungs autoencoder,generated \
+        --reference-cache benchmarks/results/reference-synthetic-128.pt
+
 FVD on a few hundred clips is biased upwards compared with the 2,048 of the protocols; the
 rungs are comparable with each other because they share the reference set and the counts.
 """
@@ -37,6 +44,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_SAMPLERS = "ddim:100:1,dpm:20:0,ddpm:0:1"  # sampler:steps:eta (ddpm: 0 = every step)
 SAMPLER_GRID = "ddim:20,50,100,200:0;ddim:20,50,100,200:1;dpm:10,15,20,25,50:0"
+RUNGS = ("floor", "autoencoder", "generated", "continuation", "baselines", "drift")
 
 
 def _parse_samplers(text: str) -> list[tuple[str, int | None, float]]:
@@ -78,6 +86,15 @@ def main() -> None:
         default="",
         help=f"also the FVD of a step sweep (default grid: {SAMPLER_GRID})",
     )
+    parser.add_argument(
+        "--rungs", default=",".join(RUNGS), help=f"which rungs to measure, of {','.join(RUNGS)}"
+    )
+    parser.add_argument(
+        "--reference-cache",
+        type=Path,
+        default=None,
+        help="file for the reference features: reused when detector, data, num and seed match",
+    )
     parser.add_argument("--i3d", default="i3d_k400", help="FVD detector (path or weights name)")
     parser.add_argument("--trust-detector-code", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
@@ -85,6 +102,9 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/quality.json")
     args = parser.parse_args()
+    unknown = set(args.rungs.split(",")) - set(RUNGS)
+    if unknown:
+        parser.error(f"unknown rungs {sorted(unknown)} (known: {', '.join(RUNGS)})")
     report = run(args)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
@@ -101,6 +121,30 @@ def _clips(data: Any, split: str, num: int, frames: int, seed: int) -> tuple[tor
         split = "train"  # no such split: the floor is then not disjoint (recorded)
         dataset = open_dataset(data, clip_frames=frames, split=split)
     return torch.cat([b["video"] for b in eval_clips(dataset, num, seed=seed)]), split
+
+
+def _reference_features(
+    args: argparse.Namespace, detector: Any, data: Any, res: int
+) -> tuple[torch.Tensor, int]:
+    """I3D features of the reference clips, from `--reference-cache` when it matches."""
+    key = {
+        "detector": json.dumps(detector.describe(), sort_keys=True),
+        "data": str(args.data),
+        "resolution": res,
+        "num": args.num,
+        "seed": args.seed,
+    }
+    path = args.reference_cache
+    if path is not None and path.is_file():
+        saved = torch.load(path, weights_only=True)
+        if saved.get("key") == key:
+            return saved["features"], int(saved["clips"])
+    reference, _ = _clips(data, "train", args.num, 16, args.seed)
+    features = detector(reference)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"key": key, "features": features, "clips": reference.shape[0]}, path)
+    return features, int(reference.shape[0])
 
 
 @torch.no_grad()
@@ -127,6 +171,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     )
     data = DataConfig(path=args.data, layout=args.layout, resolution=res, frames=16)
     n, seed = args.num, args.seed
+    wanted = set(args.rungs.split(","))
     rungs: list[dict[str, Any]] = []
 
     def rung(name: str, group: str, videos: torch.Tensor, **extra: Any) -> None:
@@ -143,49 +188,55 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             batch_size=args.batch_size, progress=False,
         )  # fmt: skip
 
-    reference, _ = _clips(data, "train", n, 16, seed)
-    ref_feats = detector(reference)
+    ref_feats, num_reference = _reference_features(args, detector, data, res)
     heldout, heldout_split = _clips(data, "test", n, 16 + cf, seed + 1)
     real16, future = heldout[:, :, :16], heldout[:, :, cf : cf + 16]
-    rung(FLOOR, "floor", real16, split=heldout_split)
+    if "floor" in wanted:
+        rung(FLOOR, "floor", real16, split=heldout_split)
 
-    recon = from_model_range(pipe.autoencoder(to_model_range(split_frames(real16, cf))))
-    recon = join_frames(recon.cpu(), real16.shape[0])
-    rung(
-        "autoencoder reconstructions (rFVD)", "autoencoder", recon,
-        psnr_db=float(psnr_uint8(real16, recon)), ssim=float(ssim_uint8(real16, recon)),
-    )  # fmt: skip
-    for sampler, steps, eta in _parse_samplers(args.samplers):
+    if "autoencoder" in wanted:
+        recon = from_model_range(pipe.autoencoder(to_model_range(split_frames(real16, cf))))
+        recon = join_frames(recon.cpu(), real16.shape[0])
+        rung(
+            "autoencoder reconstructions (rFVD)", "autoencoder", recon,
+            psnr_db=float(psnr_uint8(real16, recon)), ssim=float(ssim_uint8(real16, recon)),
+        )  # fmt: skip
+    for sampler, steps, eta in _parse_samplers(args.samplers) if "generated" in wanted else []:
         rung(
             _label(sampler, steps, eta), "generated",
             generate(n, 16, sampler, steps, eta, seed + 10_000),
             sampler=sampler, steps=steps, eta=eta,
         )  # fmt: skip
     sampler, steps, eta = _parse_samplers(args.samplers)[0]
-    given = heldout[:, :, :cf]
-    cont = pipe(
-        given.shape[0], 16, seed=seed + 20_000, context=given, sampler=sampler, steps=steps, eta=eta,
-        batch_size=args.batch_size, progress=False,
-    )  # fmt: skip
-    rung(
-        f"continuations of held-out clips ({_label(sampler, steps, eta)[11:]})", "continuation",
-        cont, psnr_db=float(psnr_uint8(future, cont)), ssim=float(ssim_uint8(future, cont)),
-    )  # fmt: skip
-    for name, videos in baseline_videos(real16, seed=seed).items():
+    if "continuation" in wanted:
+        given = heldout[:, :, :cf]
+        cont = pipe(
+            given.shape[0], 16, seed=seed + 20_000, context=given, sampler=sampler, steps=steps,
+            eta=eta, batch_size=args.batch_size, progress=False,
+        )  # fmt: skip
+        rung(
+            f"continuations of held-out clips ({_label(sampler, steps, eta)[11:]})",
+            "continuation", cont,
+            psnr_db=float(psnr_uint8(future, cont)), ssim=float(ssim_uint8(future, cont)),
+        )  # fmt: skip
+    for name, videos in baseline_videos(real16, seed=seed).items() if "baselines" in wanted else []:
         rung(name, "baseline", videos)
 
     t0 = time.perf_counter()
-    long = generate(args.long_videos, args.long_frames, sampler, steps, eta, seed + 30_000)
-    curve = window_fvds(ref_feats, detector, long, 16)
+    curve: list[float] = []
+    if "drift" in wanted:
+        long = generate(args.long_videos, args.long_frames, sampler, steps, eta, seed + 30_000)
+        curve = [float(v) for v in window_fvds(ref_feats, detector, long, 16)]
     drift = {
         "window_frames": 16,
-        "num_videos": args.long_videos,
+        "num_videos": args.long_videos if curve else 0,
         "frames": args.long_frames,
         "sampler": {"sampler": sampler, "steps": steps, "eta": eta},
-        "fvd": [float(v) for v in curve],
+        "fvd": curve,
         "seconds": round(time.perf_counter() - t0, 2),
     }
-    print("drift", json.dumps(drift), flush=True)
+    if curve:
+        print("drift", json.dumps(drift), flush=True)
 
     grid = []
     for sampler, steps, eta in _parse_grid(args.sampler_grid):
@@ -214,7 +265,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "data": str(args.data),
         "resolution": res,
         "detector": detector.describe(),
-        "reference": {"split": "train", "clips": int(reference.shape[0]), "frames": 16},
+        "reference": {"split": "train", "clips": num_reference, "frames": 16},
         "num_per_rung": n,
         "seed": seed,
         "rungs": rungs,

@@ -77,3 +77,44 @@ def test_quality_ladder_smoke_run(tmp_path) -> None:
     assert report["detector"]["source"].startswith("StyleGAN-V")  # the TorchScript path
     with Image.open(report["chart"]) as chart:
         assert chart.format == "PNG" and chart.width == 900
+
+
+@pytest.mark.skipif(not hasattr(pvdm.models, "autoencoder_preset"), reason="no model presets")
+@pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
+def test_quality_subset_of_rungs_reuses_cached_reference_features(tmp_path) -> None:
+    from pvdm.diffusion.pipeline import PVDMPipeline
+    from pvdm.models import TriplaneAutoencoder, TriplaneUNet, autoencoder_preset, unet_preset
+
+    torch.manual_seed(0)
+    ae = TriplaneAutoencoder(autoencoder_preset("debug"))
+    PVDMPipeline(TriplaneUNet(unet_preset("debug")), ae).save_pretrained(tmp_path / "pipe")
+    detector = tmp_path / "stand_in.pt"
+    torch.jit.save(torch.jit.script(_MeanColour()), detector)
+    cache = tmp_path / "reference.pt"
+    reports = []
+    for num in (6, 6, 4):
+        out = tmp_path / f"quality-{len(reports)}.json"
+        args = [
+            "--model", tmp_path / "pipe", "--data", "synthetic", "--num", num,
+            "--samplers", "ddim:2:1", "--rungs", "autoencoder,generated",
+            "--reference-cache", cache, "--i3d", detector, "--trust-detector-code", "--out", out,
+        ]  # fmt: skip
+        proc = subprocess.run(
+            [sys.executable, str(SCRIPT), *map(str, args)], capture_output=True, text=True
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        reports.append(json.loads(out.read_text()))
+        if len(reports) == 1:
+            saved = torch.load(cache, weights_only=True)
+            # the cached features are those of 6 reference clips; a changed count replaces them
+            assert saved["clips"] == 6 and saved["features"].shape[0] == 6
+            saved["features"] = saved["features"] + 1000.0  # a stale copy would show in the FVD
+            torch.save(saved, cache)
+    names = [r["name"] for r in reports[0]["rungs"]]
+    assert names == ["autoencoder reconstructions (rFVD)", "generated, DDIM-2 eta 1"]
+    assert reports[0]["drift"]["fvd"] == [] and reports[0]["reference"]["clips"] == 6
+    # the second run read the (tampered) cache: its FVDs are far larger than the first run's
+    first, second = (r["rungs"][0]["fvd"] for r in reports[:2])
+    assert second > 100 * first + 1000
+    assert torch.load(cache, weights_only=True)["clips"] == 4  # recomputed for --num 4
+    assert reports[2]["rungs"][0]["num"] == 4

@@ -156,3 +156,19 @@ def test_training_state_captures_and_restores_every_part(tmp_path) -> None:
     assert torch.equal(
         opt2.state_dict()["state"][0]["exp_avg"], opt.state_dict()["state"][0]["exp_avg"]
     )
+
+
+def test_scheduled_lr_warms_up_holds_and_decays_to_zero() -> None:
+    from pvdm.train.common import scheduled_lr
+
+    # constant (the official recipe) when decay_frac is 0
+    assert [scheduled_lr(1.0, 0, s, 100) for s in (0, 50, 99)] == [1.0, 1.0, 1.0]
+    # linear decay over the last half of 100 steps: full rate up to step 50, 0.5 at 75, 0.02 at 99
+    rates = [scheduled_lr(1.0, 0, s, 100, 0.5) for s in (0, 50, 75, 99)]
+    assert rates == pytest.approx([1.0, 1.0, 0.5, 0.02])
+    # warm-up first (10 steps), then the same decay; a resumed longer run is back on full rate
+    assert scheduled_lr(1.0, 10, 4, 100, 0.5) == pytest.approx(0.5)
+    assert scheduled_lr(1.0, 0, 30, 30, 0.5) == 0.0
+    assert scheduled_lr(1.0, 0, 30, 1000, 0.5) == 1.0
+    with pytest.raises(ConfigError, match="lr_decay_frac"):
+        TrainConfig(lr_decay_frac=1.5).validate()

@@ -8,7 +8,10 @@ official recipe (spec sections 2, 3 and 9); counts are optimizer steps:
   about 14k micro-iterations = 5k steps, with the held-out guard instead of manual early stopping.
 - diffusion (`ucf101-256`, `sky-256`): global batch 64, AdamW 1e-4 constant, EMA 0.9999 every
   25 steps, fp32 like the official trainer, cond_prob 0.3 (UCF-101) / 0.2 (Sky).
-Departures: bf16 autocast for the autoencoder (the official code uses fp16 AMP; bf16 needs no
+The debug presets depart from the official recipe to learn fast on a CPU (docs/training.md,
+"The demo recipe"): higher learning rates (the autoencoder's decayed linearly to 0 over the
+second half of its run), L1 only, EMA 0.999 every 5 steps.
+Departures of the paper presets: bf16 autocast for the autoencoder (the official code uses fp16 AMP; bf16 needs no
 loss scaling on A100/H100); `precision` can be set back with --set train.precision=fp16.
 The paper autoencoder presets turn on activation checkpointing (memory only; same function).
 """
@@ -36,6 +39,7 @@ def _ae_debug() -> AutoencoderRunConfig:
             max_steps=600,
             batch_size=8,
             lr=1e-3,
+            lr_decay_frac=0.5,
             betas=(0.5, 0.9),
             use_ema=False,
             log_every=25,

