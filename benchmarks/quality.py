@@ -107,19 +107,33 @@ def main() -> None:
         parser.error(f"unknown rungs {sorted(unknown)} (known: {', '.join(RUNGS)})")
     report = run(args)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    text = json.dumps(report, indent=2) + "\n"
+    args.out.write_text(text)
     print(f"wrote {args.out} and {report['chart']}")
+    if args.model.is_dir():  # beside the model, where `pvdm serve`'s model card finds it
+        from pvdm.atomic import atomic_write_text
+        from pvdm.serve.model_card import LADDER_FILE
+
+        atomic_write_text(args.model / LADDER_FILE, text)
+        print(f"wrote {args.model / LADDER_FILE}")
 
 
 def _clips(data: Any, split: str, num: int, frames: int, seed: int) -> tuple[torch.Tensor, str]:
-    from pvdm.data import eval_clips, open_dataset
+    """`num` clips of `split` and the split they really came from ("train" when held-out clips
+    were asked of data without a test split: `open_heldout` warns, and the JSON records it)."""
+    from pvdm.data import eval_clips, open_dataset, open_heldout
     from pvdm.errors import PvdmError
 
     try:
         dataset = open_dataset(data, clip_frames=frames, split=split)
+        usable = split != "test" or not dataset.unsplit
     except PvdmError:
-        split = "train"  # no such split: the floor is then not disjoint (recorded)
-        dataset = open_dataset(data, clip_frames=frames, split=split)
+        if split != "test":
+            raise
+        usable = False
+    if not usable:  # held-out clips of data without a test split: training clips, said loudly
+        dataset = open_heldout(data, clip_frames=frames, purpose="the ladder's held-out rungs")
+        split = "train"
     return torch.cat([b["video"] for b in eval_clips(dataset, num, seed=seed)]), split
 
 

@@ -63,3 +63,21 @@ def test_demo_checks_its_detector_before_training(tmp_path) -> None:
     with pytest.raises(WeightsError, match="not found"):
         run_demo(tmp_path / "demo", minutes=0.1, i3d=str(tmp_path / "missing.pt"))
     assert not (tmp_path / "demo").exists()  # nothing trained, nothing written
+
+
+def test_ladder_with_fewer_held_out_videos_than_clips_per_rung(tmp_path) -> None:
+    from pvdm.data import write_video
+
+    gen = torch.Generator().manual_seed(1)
+    for split, count in (("train", 8), ("test", 3)):
+        for i in range(count):
+            video = torch.randint(0, 256, (3, 16, 32, 32), generator=gen, dtype=torch.uint8)
+            write_video(tmp_path / "data" / split / f"v{i}.mp4", video, fps=8)
+    data = DataConfig(path=str(tmp_path / "data"), layout="auto", resolution=32, frames=16)
+    pipe = SimpleNamespace(clip_frames=8, autoencoder=lambda x: x)
+    samples = torch.randint(0, 256, (8, 3, 16, 32, 32), generator=gen, dtype=torch.uint8)
+    long = torch.randint(0, 256, (2, 3, 32, 32, 32), generator=gen, dtype=torch.uint8)
+    rungs = _fvd_ladder(_detector(), 600.0, pipe, data, samples, long, seed=0)["rungs"]
+    # the held-out rungs have the 3 test videos, the generated one 8 clips
+    assert rungs[FLOOR]["num"] == 3 and rungs["autoencoder reconstructions (rFVD)"]["num"] == 3
+    assert max(r["num"] for r in rungs.values()) == 8

@@ -77,6 +77,14 @@ def test_quality_ladder_smoke_run(tmp_path) -> None:
     assert report["detector"]["source"].startswith("StyleGAN-V")  # the TorchScript path
     with Image.open(report["chart"]) as chart:
         assert chart.format == "PNG" and chart.width == 900
+    # the same ladder beside the model, where the serve page's model card shows it
+    from pvdm.serve.model_card import LADDER_FILE
+
+    assert json.loads((tmp_path / "pipe" / LADDER_FILE).read_text()) == report
+    from pvdm.serve.model_card import model_card
+
+    card = model_card(PVDMPipeline.from_pretrained(tmp_path / "pipe"), tmp_path / "pipe")
+    assert "uniform noise" in card and "frozen real frame" in card
 
 
 @pytest.mark.skipif(not hasattr(pvdm.models, "autoencoder_preset"), reason="no model presets")

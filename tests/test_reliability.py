@@ -390,3 +390,14 @@ def test_a_failed_first_start_does_not_pin_the_settings(tmp_path) -> None:
     save_training_state(run, 1, _state(1), keep=1)  # now it has trained: settings are fixed
     with pytest.raises(ConfigError, match="different settings"):
         prepare_run(run, first, info)
+
+
+@pytest.mark.parametrize("text", ["{not json", "[1, 2]", '{"unknown_field": 1}'])
+def test_a_garbage_demo_state_is_one_line(tmp_path, capsys, text) -> None:
+    from pvdm.cli import main
+
+    (tmp_path / "demo").mkdir()
+    (tmp_path / "demo" / "demo.json").write_text(text)
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--minutes", "1"]) == 2
+    lines = [x for x in capsys.readouterr().err.splitlines() if x.startswith("pvdm: error:")]
+    assert len(lines) == 1 and "demo.json cannot be read" in lines[0], lines

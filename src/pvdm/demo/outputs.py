@@ -161,7 +161,7 @@ def _fvd_ladder(
     recon = from_model_range(pipe.autoencoder(to_model_range(split_frames(heldout, frames))))
     rungs = {
         FLOOR: heldout,
-        "autoencoder reconstructions (rFVD)": join_frames(recon, num),
+        "autoencoder reconstructions (rFVD)": join_frames(recon, heldout.shape[0]),
         f"generated, {SAMPLER['sampler']}-{SAMPLER['steps']} eta {SAMPLER['eta']:g}": samples[:num],
         **baseline_videos(heldout, seed=seed),
     }

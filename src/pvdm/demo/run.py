@@ -58,7 +58,13 @@ class DemoInterrupted(PvdmError):
 def _load_state(out: Path, data: str, minutes: float, seed: int) -> DemoState:
     path = out / "demo.json"
     if path.is_file():
-        state = DemoState(**json.loads(path.read_text()))
+        try:
+            state = DemoState(**json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, UnicodeDecodeError, ValueError, TypeError) as e:
+            raise PvdmError(
+                f"{path} cannot be read ({e}); delete it to plan the demo again (finished "
+                "training runs resume), or use another --out"
+            ) from None
         if (state.data, state.seed) != (data, seed):
             raise PvdmError(
                 f"{out} holds a demo of --data {state.data} --seed {state.seed}; use another --out"
