@@ -76,3 +76,34 @@ def test_stochastic_samples_do_not_depend_on_the_batch(sampler, steps) -> None:
     alone = pipe.sample_latents([4], 1, sampler=sampler, steps=steps, eta=1.0).pack()
     torch.testing.assert_close(together[1:2], alone, rtol=1e-6, atol=1e-6)
     assert not torch.allclose(together[0], together[1])
+
+
+def test_latent_scale_scales_the_condition_and_unscales_the_sample() -> None:
+    """latent_scale s: the UNet sees s * cond, samples x0 clamped to [-s, s], returns x0 / s."""
+    from pvdm.diffusion.samplers import ddim_sample, make_denoiser
+
+    cond = TriplaneLatent.unpack(torch.full((1, 1, SHAPE.num_tokens), 0.4), SHAPE)
+    plain = _pipe()
+    scaled = PVDMPipeline(plain.unet, plain.autoencoder, latent_scale=2.0)
+    z = scaled.sample_latents([7], 1, cond=cond, sampler="ddim", steps=3, eta=0.0)
+    torch.testing.assert_close(scaled.unet.conds[-1], cond.pack() * 2.0)
+    denoiser = make_denoiser(plain.unet, cond=cond * 2.0)
+    expected = ddim_sample(denoiser, plain._noise([7], 1), plain.schedule, 3, eta=0.0, clip_x0=2.0)
+    torch.testing.assert_close(z.pack(), expected.pack() / 2.0)
+    # the unscaled pipeline clamps at 1: a different function of the same network
+    unscaled = plain.sample_latents([7], 1, cond=cond * 2.0, sampler="ddim", steps=3, eta=0.0)
+    assert not torch.allclose(unscaled.pack(), expected.pack())
+
+
+def test_latent_scale_round_trips_through_pipeline_json(tmp_path) -> None:
+    from pvdm.errors import PvdmError
+    from pvdm.models import TriplaneAutoencoder, TriplaneUNet, autoencoder_preset, unet_preset
+
+    ae = TriplaneAutoencoder(autoencoder_preset("debug"))
+    pipe = PVDMPipeline(TriplaneUNet(unet_preset("debug")), ae, latent_scale=2.5)
+    folder = pipe.save_pretrained(tmp_path / "pipe")
+    assert PVDMPipeline.from_pretrained(folder).latent_scale == 2.5
+    spec = (folder / "pipeline.json").read_text().replace("2.5", "-1")
+    (folder / "pipeline.json").write_text(spec)
+    with pytest.raises(PvdmError, match="latent_scale"):
+        PVDMPipeline.from_pretrained(folder)

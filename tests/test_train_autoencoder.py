@@ -122,3 +122,35 @@ def test_guard_rolls_back_to_the_best_weights(tmp_path, monkeypatch) -> None:
     assert [p.name for p in loaded] == ["best.pt"]  # one rollback, then a stop
     evals = [r["step"] for r in _stats(run) if "heldout_psnr" in r]
     assert evals == [0, 2, 4, 6, 8, 10, 12]
+
+
+def test_latent_hinge_penalises_only_saturating_pre_tanh_values() -> None:
+    from torch import nn
+
+    from pvdm.train.ae_loss import AutoencoderLossConfig, PreTanhProbe
+
+    class Model(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.to_latent = nn.ModuleDict({"hw": nn.Identity(), "tw": nn.Identity()})
+
+    model = Model()
+    probe = PreTanhProbe(model, AutoencoderLossConfig(latent_hinge=2.0, latent_hinge_at=1.5))
+    model.to_latent["hw"](torch.tensor([0.5, -1.0, 2.5, -3.5]))  # excess 0, 0, 1, 2
+    model.to_latent["tw"](torch.tensor([1.4, -1.4]))  # inside the band: no penalty
+    penalty = probe.penalty()
+    torch.testing.assert_close(penalty, torch.tensor(2.0 * ((0 + 0 + 1 + 4) / 4 + 0) / 2))
+    assert probe.penalty() is None  # values are consumed
+    model.eval()
+    model.to_latent["hw"](torch.tensor([9.0]))  # evaluation passes are not penalised
+    assert probe.penalty() is None
+    off = PreTanhProbe(Model(), AutoencoderLossConfig())
+    assert not off.handles and off.penalty() is None
+
+
+def test_latent_hinge_enters_the_training_loss(tmp_path) -> None:
+    cfg = _cfg("train.max_steps=2", "train.checkpoint_every=2", "loss.latent_hinge=1.0")
+    rows = [r for r in _stats(ae_train.train_autoencoder(cfg, tmp_path / "run")) if "l1" in r]
+    assert len(rows) == 2 and all(r["latent_hinge"] >= 0 for r in rows)
+    for r in rows:
+        assert r["g_total"] == pytest.approx(r["l1"] + r["latent_hinge"])

@@ -99,19 +99,14 @@ def test_training_runs_and_the_run_samples(source, cache, autoencoder, tmp_path)
 
 
 def test_resume_is_exact(cache, autoencoder, tmp_path) -> None:
+    # a constant rate: with the preset's decay, a run planned for 3 steps has other rates
+    common = [f"data.path={cache}", "train.checkpoint_every=3", "train.lr_decay_frac=0"]
     full = dm_train.train_diffusion(
-        _cfg(autoencoder, f"data.path={cache}", "train.max_steps=6", "train.checkpoint_every=3"),
-        tmp_path / "full",
+        _cfg(autoencoder, *common, "train.max_steps=6"), tmp_path / "full"
     )
     half = tmp_path / "half"
-    dm_train.train_diffusion(
-        _cfg(autoencoder, f"data.path={cache}", "train.max_steps=3", "train.checkpoint_every=3"),
-        half,
-    )
-    dm_train.train_diffusion(
-        _cfg(autoencoder, f"data.path={cache}", "train.max_steps=6", "train.checkpoint_every=3"),
-        half,
-    )
+    dm_train.train_diffusion(_cfg(autoencoder, *common, "train.max_steps=3"), half)
+    dm_train.train_diffusion(_cfg(autoencoder, *common, "train.max_steps=6"), half)
     a = torch.load(full / "checkpoints" / "state-00000006.pt", weights_only=True)
     b = torch.load(half / "checkpoints" / "state-00000006.pt", weights_only=True)
     for k in a["model"]:
@@ -204,3 +199,58 @@ def test_training_drops_labels_with_the_configured_rate(autoencoder, tmp_path, m
     )
     dm_train.train_diffusion(cfg, tmp_path / "run")
     assert seen == [(3, 0.4)] * 2  # one call per micro-batch, with the configured rate
+
+
+def test_min_snr_weights_and_the_weighted_loss() -> None:
+    from pvdm.diffusion.schedule import NoiseSchedule, diffusion_loss
+
+    schedule = NoiseSchedule()
+    t = torch.tensor([0, 300, 999])
+    acp = schedule.alphas_cumprod[t].double()
+    snr = acp / (1 - acp)
+    weights = schedule.min_snr_weights(t, 5.0)
+    assert snr[0] > 5 and snr[2] < 5  # low noise is down-weighted, high noise kept
+    torch.testing.assert_close(weights.double(), snr.clamp(max=5.0) / snr, rtol=1e-6, atol=0)
+    assert weights[2] == 1.0 and 0 < weights[0] < 0.01
+    eps, noise = torch.zeros(3, 2, 4), torch.arange(24.0).view(3, 2, 4) / 10
+    per_sample = noise.square().flatten(1).mean(1)
+    loss = diffusion_loss(eps, noise, weights=weights)
+    torch.testing.assert_close(loss, (per_sample * weights).mean())
+    torch.testing.assert_close(diffusion_loss(eps, noise), per_sample.mean())
+
+
+def test_latent_scale_and_min_snr_reach_the_training_step(
+    cache, autoencoder, tmp_path, monkeypatch
+) -> None:
+    """The UNet trains on latent_scale * latents (the condition too) and pipeline.json says so;
+    min_snr_gamma weights the loss."""
+    from pvdm.diffusion.schedule import NoiseSchedule
+
+    seen: dict[str, list] = {"x0": [], "cond": [], "weights": []}
+    real_q, real_loss = NoiseSchedule.q_sample, dm_train.diffusion_loss
+
+    def q_spy(self, x0, t, noise):
+        seen["x0"].append(x0.pack().clone())
+        return real_q(self, x0, t, noise)
+
+    def loss_spy(eps, noise, kind="l2", weights=None):
+        seen["weights"].append(weights)
+        return real_loss(eps, noise, kind, weights)
+
+    monkeypatch.setattr(NoiseSchedule, "q_sample", q_spy)
+    monkeypatch.setattr(dm_train, "diffusion_loss", loss_spy)
+    common = [f"data.path={cache}", "train.max_steps=2", "train.checkpoint_every=2"]
+    common.append("diffusion.cond_prob=1.0")
+    plain = dm_train.train_diffusion(
+        _cfg(autoencoder, *common, "diffusion.min_snr_gamma=0"), tmp_path / "plain"
+    )
+    x0_plain, seen["x0"] = seen["x0"], []
+    assert seen["weights"] == [None, None]
+    scaled = _cfg(autoencoder, *common, "diffusion.latent_scale=2.0", "diffusion.min_snr_gamma=5")
+    run = dm_train.train_diffusion(scaled, tmp_path / "scaled")
+    for a, b in zip(seen["x0"], x0_plain, strict=True):
+        torch.testing.assert_close(a, 2.0 * b)
+    assert all(w is not None and w.shape == (len(x0_plain[0]),) for w in seen["weights"][2:])
+    assert json.loads((run / "pipeline.json").read_text())["latent_scale"] == 2.0
+    assert json.loads((plain / "pipeline.json").read_text())["latent_scale"] == 1.0
+    assert PVDMPipeline.from_pretrained(run).latent_scale == 2.0

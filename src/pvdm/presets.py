@@ -9,8 +9,10 @@ official recipe (spec sections 2, 3 and 9); counts are optimizer steps:
 - diffusion (`ucf101-256`, `sky-256`): global batch 64, AdamW 1e-4 constant, EMA 0.9999 every
   25 steps, fp32 like the official trainer, cond_prob 0.3 (UCF-101) / 0.2 (Sky).
 The debug presets depart from the official recipe to learn fast on a CPU (docs/training.md,
-"The demo recipe"): higher learning rates (the autoencoder's decayed linearly to 0 over the
-second half of its run), L1 only, EMA 0.999 every 5 steps.
+"The demo recipe"): higher learning rates with warm-up, gradient clipping and a linear decay
+to 0 over the second half of the run, betas (0.9, 0.99) for the autoencoder, L1 only plus a
+hinge on pre-tanh latent values beyond 1.5, Min-SNR-5 loss weights for the diffusion model,
+EMA 0.999 every 5 steps.
 Departures of the paper presets: bf16 autocast for the autoencoder (the official code uses fp16 AMP; bf16 needs no
 loss scaling on A100/H100); `precision` can be set back with --set train.precision=fp16.
 The paper autoencoder presets turn on activation checkpointing (memory only; same function).
@@ -38,9 +40,11 @@ def _ae_debug() -> AutoencoderRunConfig:
         train=TrainConfig(
             max_steps=600,
             batch_size=8,
-            lr=1e-3,
+            lr=3e-3,
+            warmup_steps=50,
             lr_decay_frac=0.5,
-            betas=(0.5, 0.9),
+            grad_clip=1.0,
+            betas=(0.9, 0.99),
             use_ema=False,
             log_every=25,
             checkpoint_every=200,
@@ -49,7 +53,7 @@ def _ae_debug() -> AutoencoderRunConfig:
             keep_snapshots=2,
         ),
         # no VGG16 download on a first try-out: L1 only (set loss.perceptual_weight=4 to add LPIPS)
-        loss=AutoencoderLossConfig(perceptual_weight=0.0, guard_clips=8),
+        loss=AutoencoderLossConfig(perceptual_weight=0.0, latent_hinge=1.0, guard_clips=8),
     )
 
 
@@ -84,7 +88,10 @@ def _dm_debug() -> DiffusionRunConfig:
         train=TrainConfig(
             max_steps=1500,
             batch_size=16,
-            lr=5e-4,
+            lr=1e-3,
+            warmup_steps=50,
+            lr_decay_frac=0.5,
+            grad_clip=1.0,
             ema_decay=0.999,
             ema_every=5,
             log_every=50,
@@ -92,7 +99,7 @@ def _dm_debug() -> DiffusionRunConfig:
             keep_checkpoints=2,
             keep_snapshots=2,
         ),
-        diffusion=DiffusionConfig(cond_prob=0.3),
+        diffusion=DiffusionConfig(cond_prob=0.3, min_snr_gamma=5.0),
     )
 
 

@@ -4,6 +4,8 @@ A pipeline joins a triplane UNet and the autoencoder whose latents it models. Lo
 made clip by clip (spec section 4): the first clip from nothing (or from a class), each next one
 conditioned on the latent of the previous clip, by default re-encoded from its decoded frames
 (the official conditional evaluation path); `reencode=False` passes the latent through.
+`latent_scale` (pipeline.json; official 1) is the factor the UNet's latents were multiplied by
+in training: conditions are scaled by it, samples divided by it before decoding.
 Memory does not grow with length beyond the uint8 output itself.
 
 Every sample has its own seed: its noise comes from generators seeded by (seed, clip), so a
@@ -44,11 +46,15 @@ class PVDMPipeline:
         autoencoder: torch.nn.Module,
         schedule: NoiseSchedule | None = None,
         classes: Sequence[str] | None = None,
+        latent_scale: float = 1.0,
     ):
+        if not 0 < latent_scale < 1e3:
+            raise PvdmError(f"latent_scale must be positive, got {latent_scale}")
         self.unet = unet.eval()
         self.autoencoder = autoencoder.eval()
         self.schedule = schedule or NoiseSchedule()
         self.classes = list(classes) if classes else None
+        self.latent_scale = float(latent_scale)
         ae = autoencoder.config
         self.clip_frames = ae.frames
 
@@ -86,7 +92,12 @@ class PVDMPipeline:
             schedule = NoiseSchedule(**schedule_cfg) if schedule_cfg else NoiseSchedule()
         except (TypeError, ValueError) as e:
             raise PvdmError(f"{path / PIPELINE_FILE}: invalid 'schedule' ({e})") from None
-        return cls(unet, ae, schedule, classes).to(device)
+        scale = spec.get("latent_scale", 1.0)
+        if isinstance(scale, bool) or not isinstance(scale, int | float) or not 0 < scale < 1e3:
+            raise PvdmError(
+                f"{path / PIPELINE_FILE}: 'latent_scale' must be a positive number, got {scale!r}"
+            )
+        return cls(unet, ae, schedule, classes, latent_scale=scale).to(device)
 
     def save_pretrained(self, path: str | Path) -> Path:
         """Write `autoencoder/`, `unet/` and `pipeline.json` into `path`."""
@@ -99,7 +110,14 @@ class PVDMPipeline:
             linear_start=sched.linear_start,
             linear_end=sched.linear_end,
         )
-        write_pipeline_file(path, "unet", "autoencoder", self.classes, schedule=schedule)
+        write_pipeline_file(
+            path,
+            "unet",
+            "autoencoder",
+            self.classes,
+            schedule=schedule,
+            latent_scale=self.latent_scale,
+        )
         return path
 
     # ---- generation ----------------------------------------------------------------------
@@ -150,22 +168,28 @@ class PVDMPipeline:
     ) -> TriplaneLatent:
         """One clip's latents for each seed (clip k of a long video uses clip=k).
 
-        `steps` defaults to the sampler's `DEFAULT_STEPS`.
+        `cond` and the result are autoencoder latents (the UNet's space is `latent_scale` times
+        them). `steps` defaults to the sampler's `DEFAULT_STEPS`.
         """
+        scale = self.latent_scale
+        if cond is not None and scale != 1.0:
+            cond = cond * scale
         if sampler not in SAMPLERS:
             raise PvdmError(f"unknown sampler {sampler!r}; choose from {', '.join(SAMPLERS)}")
         denoiser = make_denoiser(
             self.unet, cond=cond, labels=labels, guidance=guidance, class_guidance=class_guidance
         )
-        return SAMPLERS[sampler](
+        z = SAMPLERS[sampler](
             denoiser,
             self._noise(seeds, clip),
             self.schedule,
             steps,
             eta=eta,
             generator=[generator(mix_seed("sampler", s, clip), self.device) for s in seeds],
+            clip_x0=scale,
             progress=progress,
         )
+        return z / scale if scale != 1.0 else z
 
     @torch.no_grad()
     def __call__(

@@ -10,7 +10,8 @@ denoiser): the samplers only use its arithmetic, and the result has the same for
 
 - `ddpm_sample`: the official ancestral sampler over all 1000 steps (`p_sample_loop`).
 - `ddim_sample`: the official strided DDIM (`ddim_sample`): time grid
-  `linspace(-1, T-1, S+1)` truncated to int, x0 clamped to [-1, 1] without recomputing eps,
+  `linspace(-1, T-1, S+1)` truncated to int, x0 clamped to [-1, 1] without recomputing eps
+  (`clip_x0`: True = [-1, 1], a number c = [-c, c] for scaled latents, False = no clamp),
   the last pair returning the x0 prediction; `eta=1` (the official setting) is ancestral
   sampling on the sub-grid.
 - `dpm_solver_sample`: DPM-Solver++(2M) with x0 clamping; matches diffusers'
@@ -120,6 +121,14 @@ def make_denoiser(
     return denoise
 
 
+def _clip(x0: Latent, clip_x0: bool | float) -> Latent:
+    """x0 clamped to [-c, c]: c = 1 for True (the autoencoder's tanh range), none for False."""
+    if clip_x0 is False or clip_x0 == 0:
+        return x0
+    bound = 1.0 if clip_x0 is True else float(clip_x0)
+    return x0.clamp(-bound, bound)
+
+
 def _timesteps(x: Latent, t: int) -> torch.Tensor:
     return torch.full((len(x),), t, device=x.device, dtype=torch.long)
 
@@ -133,7 +142,7 @@ def ddim_sample(
     *,
     eta: float = DEFAULT_ETA,
     generator: Generator = None,
-    clip_x0: bool = True,
+    clip_x0: bool | float = True,
     progress: bool = False,
 ) -> Latent:
     """The official strided DDIM sampler; `eta=1` is ancestral sampling on the sub-grid."""
@@ -148,8 +157,7 @@ def ddim_sample(
         t_batch = _timesteps(x, t)
         eps = denoiser(x, t_batch)
         x0 = schedule.predict_x0(x, t_batch, eps)
-        if clip_x0:
-            x0 = x0.clamp(-1.0, 1.0)
+        x0 = _clip(x0, clip_x0)
         if t_next < 0:
             x = x0
             continue
@@ -171,7 +179,7 @@ def ddpm_sample(
     *,
     eta: float = DEFAULT_ETA,
     generator: Generator = None,
-    clip_x0: bool = True,
+    clip_x0: bool | float = True,
     progress: bool = False,
 ) -> Latent:
     """Official ancestral DDPM over every step: posterior mean, fixed-small variance.
@@ -187,8 +195,7 @@ def ddpm_sample(
         t_batch = _timesteps(x, t)
         eps = denoiser(x, t_batch)
         x0 = schedule.predict_x0(x, t_batch, eps)
-        if clip_x0:
-            x0 = x0.clamp(-1.0, 1.0)
+        x0 = _clip(x0, clip_x0)
         mean = (
             schedule.at("posterior_mean_coef1", t_batch, x) * x0
             + schedule.at("posterior_mean_coef2", t_batch, x) * x
@@ -216,7 +223,7 @@ def dpm_solver_sample(
     *,
     eta: float = DEFAULT_ETA,
     generator: Generator = None,
-    clip_x0: bool = True,
+    clip_x0: bool | float = True,
     progress: bool = False,
 ) -> Latent:
     """DPM-Solver++(2M) (Lu et al. 2022), data prediction, midpoint form, final step to sigma 0.
@@ -238,8 +245,7 @@ def dpm_solver_sample(
     for i, t in enumerate(tqdm(timesteps, desc="dpm-solver++", disable=not progress)):
         eps = denoiser(x, _timesteps(x, t))
         x0 = (x - sigmas[i] * eps) / alphas[i]
-        if clip_x0:
-            x0 = x0.clamp(-1.0, 1.0)
+        x0 = _clip(x0, clip_x0)
         h = lambdas[i + 1] - lambdas[i]
         phi = float(np.expm1(-h))  # exp(-h) - 1
         last = i == len(timesteps) - 1

@@ -33,6 +33,13 @@ class DiffusionConfig:
     loss: Literal["l2", "l1"] = "l2"
     cond_prob: float = 0.3  # official: 0.3 for UCF-101, 0.2 for SkyTimelapse
     clip_x0: bool = True
+    # The autoencoder's latents are multiplied by this before diffusion and divided by it after
+    # sampling (x0 is then clamped to [-latent_scale, latent_scale]). Official: 1, no scaling
+    # (its YAML's `scale_by_std` is never read); the debug preset uses ~1 / std of its latents.
+    latent_scale: float = 1.0
+    # Min-SNR-gamma loss weighting (Hang et al. 2023): each sample's loss times
+    # min(SNR_t, gamma) / SNR_t. 0 = off, the official unweighted loss.
+    min_snr_gamma: float = 0.0
     class_dropout: float = (
         0.1  # label dropout for classifier-free guidance (class-conditional only)
     )
@@ -44,6 +51,14 @@ class DiffusionConfig:
             raise ConfigError(
                 "need 0 < linear_start < linear_end < 1, got "
                 f"{self.linear_start} and {self.linear_end}"
+            )
+        if not 0 < self.latent_scale < 1e3:
+            raise ConfigError(
+                f"latent_scale must be positive (and below 1000), got {self.latent_scale}"
+            )
+        if not 0 <= self.min_snr_gamma < 1e6:
+            raise ConfigError(
+                f"min_snr_gamma must be 0 (off) or positive, got {self.min_snr_gamma}"
             )
         for name in ("cond_prob", "class_dropout"):
             value = getattr(self, name)
@@ -95,6 +110,12 @@ class NoiseSchedule:
             return values.reshape(-1, *([1] * (like.ndim - 1)))
         return values  # a TriplaneLatent takes one value per sample as a [B] tensor
 
+    def min_snr_weights(self, t: torch.Tensor, gamma: float) -> torch.Tensor:
+        """min(SNR_t, gamma) / SNR_t per sample [B], SNR_t = acp_t / (1 - acp_t)."""
+        acp = self.alphas_cumprod.to(t.device)[t.long()]
+        snr = acp / (1 - acp)
+        return snr.clamp(max=gamma) / snr
+
     def q_sample(self, x0: Latent, t: torch.Tensor, noise: Latent) -> Latent:
         """x_t = sqrt(acp_t) x0 + sqrt(1 - acp_t) eps."""
         return (
@@ -111,11 +132,18 @@ class NoiseSchedule:
 
 
 def diffusion_loss(
-    eps_pred: Latent, noise: Latent, kind: Literal["l2", "l1"] = "l2"
+    eps_pred: Latent,
+    noise: Latent,
+    kind: Literal["l2", "l1"] = "l2",
+    weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Per-sample error averaged over every other axis, then over the batch (official form)."""
+    """Per-sample error averaged over every other axis, then over the batch (official form);
+    `weights` [B] multiply the per-sample errors before the batch mean (Min-SNR)."""
     if isinstance(eps_pred, TriplaneLatent):  # the mean over all of a sample's latent values
         eps_pred, noise = eps_pred.pack(), noise.pack()
     diff = eps_pred.float() - noise.float()
     per_element = diff.square() if kind == "l2" else diff.abs()
-    return per_element.flatten(1).mean(dim=1).mean()
+    per_sample = per_element.flatten(1).mean(dim=1)
+    if weights is not None:
+        per_sample = per_sample * weights
+    return per_sample.mean()

@@ -32,6 +32,10 @@ class AutoencoderLossConfig:
     gan_weight: float = 1.0
     feature_weight: float = 4.0
     disc_start: int = 100_000_000  # step from which the discriminators train (phase 2: 0)
+    # Not official: latent_hinge * mean(relu(|a| - latent_hinge_at)^2) over the pre-tanh latent
+    # values a, which keeps a fast-trained bottleneck out of tanh saturation (0 = off).
+    latent_hinge: float = 0.0
+    latent_hinge_at: float = 1.5
     disc_ndf: int = 64
     disc_layers: int = 3
     disc_lr: float = 1e-4
@@ -46,7 +50,15 @@ class AutoencoderLossConfig:
     max_rollbacks: int = 2
 
     def validate(self) -> None:
-        for name in ("l1_weight", "perceptual_weight", "gan_weight", "feature_weight"):
+        if self.latent_hinge_at <= 0:
+            raise ConfigError(f"loss.latent_hinge_at must be > 0, got {self.latent_hinge_at}")
+        for name in (
+            "l1_weight",
+            "perceptual_weight",
+            "gan_weight",
+            "feature_weight",
+            "latent_hinge",
+        ):
             if getattr(self, name) < 0:
                 raise ConfigError(f"loss.{name} must be >= 0, got {getattr(self, name)}")
         if self.disc_start < 0:
@@ -131,6 +143,32 @@ class AutoencoderLoss(nn.Module):
             logs.update(g_adv=g_adv.item(), feature_match=fm.item())
         logs["g_total"] = total.item()
         return total, logs
+
+
+class PreTanhProbe:
+    """Records the autoencoder's pre-tanh latent values (forward hooks on `to_latent`) and
+    turns them into the `latent_hinge` penalty; a no-op when the weight is 0."""
+
+    def __init__(self, model: nn.Module, cfg: AutoencoderLossConfig):
+        self.cfg = cfg
+        self.values: list[torch.Tensor] = []
+        self.handles = []
+        if cfg.latent_hinge > 0:
+            for layer in model.to_latent.values():
+                self.handles.append(layer.register_forward_hook(self._record))
+
+    def _record(self, module: nn.Module, args: object, output: torch.Tensor) -> None:
+        if module.training:
+            self.values.append(output)
+
+    def penalty(self) -> torch.Tensor | None:
+        """The penalty of the values recorded since the last call (None when off or empty)."""
+        values, self.values = self.values, []
+        if not values:
+            return None
+        at = self.cfg.latent_hinge_at
+        excess = [(v.float().abs() - at).clamp(min=0).square().mean() for v in values]
+        return self.cfg.latent_hinge * torch.stack(excess).mean()
 
 
 class _frozen:

@@ -34,7 +34,7 @@ from pvdm.errors import ConfigError, PvdmError
 from pvdm.models import load_model
 from pvdm.models.autoencoder import AutoencoderConfig, TriplaneAutoencoder
 from pvdm.runtime import DistInfo, all_reduce_sum, any_rank, autocast, init_distributed
-from pvdm.train.ae_loss import AutoencoderLoss, AutoencoderLossConfig
+from pvdm.train.ae_loss import AutoencoderLoss, AutoencoderLossConfig, PreTanhProbe
 from pvdm.train.checkpoint import (
     RunFolder,
     TrainingState,
@@ -126,6 +126,7 @@ def train_autoencoder(
     torch.manual_seed(tc.seed)  # identical initial weights on every rank
     model = TriplaneAutoencoder(cfg.model).to(device)
     loss_fn = AutoencoderLoss(cfg.loss, build_lpips(cfg.loss)).to(device)
+    pre_tanh = PreTanhProbe(model, cfg.loss)
     opt = torch.optim.AdamW(
         model.parameters(), lr=tc.lr, betas=tc.betas, weight_decay=tc.weight_decay
     )
@@ -277,6 +278,11 @@ def train_autoencoder(
                     with autocast(tc.precision, device):
                         xrec = train_model(x)
                         g_loss, g_logs = loss_fn.generator_loss(x, xrec, gan)
+                        hinge = pre_tanh.penalty()
+                        if hinge is not None:
+                            g_loss = g_loss + hinge
+                            g_logs["latent_hinge"] = hinge.item()
+                            g_logs["g_total"] += hinge.item()
                     scaler.scale(g_loss / tc.grad_accum).backward()
                 if gan:
                     with no_sync_unless(train_discs, last):

@@ -180,7 +180,14 @@ def train_diffusion(cfg: DiffusionRunConfig, outdir: str | Path, restart: bool =
             f"{cfg.model.num_classes}; set model.num_classes={len(classes)}"
         )
     if info.is_main:
-        write_pipeline_file(run.root, ".", "autoencoder", classes, schedule=_schedule_args(dc))
+        write_pipeline_file(
+            run.root,
+            ".",
+            "autoencoder",
+            classes,
+            schedule=_schedule_args(dc),
+            latent_scale=dc.latent_scale,
+        )
 
     torch.manual_seed(tc.seed)
     unet = TriplaneUNet(cfg.model).to(device)
@@ -248,6 +255,8 @@ def train_diffusion(cfg: DiffusionRunConfig, outdir: str | Path, restart: bool =
             for micro in range(tc.grad_accum):
                 cond = bool(torch.rand(()) < dc.cond_prob)
                 z, c, labels = source.get(step * tc.grad_accum + micro, cond, device)
+                if dc.latent_scale != 1.0:
+                    z, c = z * dc.latent_scale, (c * dc.latent_scale if c is not None else None)
                 labels = _drop_labels(labels, cfg.model.num_classes, dc.class_dropout)
                 t = torch.randint(0, schedule.num_timesteps, (len(z),), device=device)
                 noise = z.randn_like()
@@ -256,7 +265,12 @@ def train_diffusion(cfg: DiffusionRunConfig, outdir: str | Path, restart: bool =
                 with no_sync_unless(train_unet, last):
                     with autocast(tc.precision, device):
                         eps = train_unet(xt, t, cond=c, labels=labels)
-                        loss = diffusion_loss(eps, noise, dc.loss)
+                        weights = (
+                            schedule.min_snr_weights(t, dc.min_snr_gamma)
+                            if dc.min_snr_gamma
+                            else None
+                        )
+                        loss = diffusion_loss(eps, noise, dc.loss, weights)
                     scaler.scale(loss / tc.grad_accum).backward()
                 total += loss.item() / tc.grad_accum
             norm = update(opt, scaler, params, tc.grad_clip, total, step, monitor)
@@ -292,7 +306,7 @@ def _preview(run, step, unet, autoencoder, schedule, cfg, classes, monitor) -> N
     """Samples at fixed seeds (the same every time), written as a GIF and to TensorBoard."""
     from pvdm.data import write_video
 
-    pipe = PVDMPipeline(unet, autoencoder, schedule, classes)
+    pipe = PVDMPipeline(unet, autoencoder, schedule, classes, cfg.diffusion.latent_scale)
     videos = pipe(
         cfg.preview_samples,
         seeds=list(range(cfg.preview_samples)),
