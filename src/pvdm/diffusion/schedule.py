@@ -35,7 +35,7 @@ class DiffusionConfig:
     clip_x0: bool = True
     # The autoencoder's latents are multiplied by this before diffusion and divided by it after
     # sampling (x0 is then clamped to [-latent_scale, latent_scale]). Official: 1, no scaling
-    # (its YAML's `scale_by_std` is never read); the debug preset uses ~1 / std of its latents.
+    # (its YAML's `scale_by_std` is never read); the debug preset keeps 1 (1.6 measured no gain).
     latent_scale: float = 1.0
     # Min-SNR-gamma loss weighting (Hang et al. 2023): each sample's loss times
     # min(SNR_t, gamma) / SNR_t. 0 = off, the official unweighted loss.

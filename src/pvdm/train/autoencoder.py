@@ -282,7 +282,7 @@ def train_autoencoder(
                         if hinge is not None:
                             g_loss = g_loss + hinge
                             g_logs["latent_hinge"] = hinge.item()
-                            g_logs["g_total"] += hinge.item()
+                            g_logs["g_total"] = g_loss.item()  # the loss that is backpropagated
                     scaler.scale(g_loss / tc.grad_accum).backward()
                 if gan:
                     with no_sync_unless(train_discs, last):
