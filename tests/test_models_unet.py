@@ -97,6 +97,35 @@ def test_class_conditioning_uses_the_null_class_without_labels() -> None:
         _randomised(unet_preset("debug"))(x, t, labels=torch.tensor([0, 1]))
 
 
+def _rotated(z):
+    """The planes of z moved one place: (hw, tw, th) -> (th, hw, tw). Needs equal plane sizes."""
+    return type(z)(z.th, z.hw, z.tw)
+
+
+def test_plane_embedding_breaks_the_plane_symmetry() -> None:
+    # With equal plane sizes and no condition, the official UNet cannot tell the planes apart:
+    # moving the input planes moves the output planes. The plane embedding breaks that.
+    cube = LatentShape(4, 8, 8, 8)
+    x, t = _latent(cube), torch.tensor([3, 700])
+    official = _randomised(unet_preset("debug"))
+    assert official.plane_embed is None
+    with torch.no_grad():
+        moved = official(_rotated(x), t).pack()
+        torch.testing.assert_close(moved, _rotated(official(x, t)).pack(), rtol=1e-5, atol=1e-6)
+    cfg = dataclasses.replace(unet_preset("debug"), plane_embedding=True)
+    model = _randomised(cfg)
+    assert model.plane_embed.weight.shape == (3, 4 * cfg.model_channels)
+    with torch.no_grad():
+        assert not torch.allclose(model(_rotated(x), t).pack(), _rotated(model(x, t)).pack())
+        # a zero plane embedding is the official function with the same other weights
+        model.plane_embed.weight.zero_()
+        plain = official.state_dict()
+        plain.update({"plane_embed.weight": model.plane_embed.weight})
+        model.load_state_dict(plain)
+        torch.testing.assert_close(model(x, t).pack(), official(x, t).pack(), rtol=0, atol=0)
+    assert "plane_embed.weight" not in official.state_dict()
+
+
 @pytest.mark.parametrize("shape", [LatentShape(4, 5, 6, 7), LatentShape(4, 1, 3, 9)])
 def test_any_plane_size_works(shape: LatentShape) -> None:
     cfg = dataclasses.replace(unet_preset("debug"), channel_mult=[1, 1, 2])  # two down-samplings

@@ -53,6 +53,11 @@ class UNetConfig:
     dropout: float = 0.0
     frame_conditional: bool = True  # official `cond_model`
     num_classes: int | None = None  # class-conditional when set (null class = num_classes)
+    # Not in the official model: a learned embedding per plane (hw, tw, th) added to the
+    # timestep embedding. The shared-weight UNet has no other way to tell the planes apart than
+    # their sizes and the condition, so when the three planes have the same size (e.g. 8 frames
+    # at 8 x 8 latents) an unconditional model generates one average plane type three times.
+    plane_embedding: bool = False
     attention: AttentionBackend = "sdpa"
     gradient_checkpointing: bool = False
 
@@ -185,6 +190,7 @@ class TriplaneUNet(PretrainedMixin, nn.Module):
 
         self.time_embed = TimeEmbedding(mc, emb_dim)
         self.label_embed = nn.Embedding(c.num_classes + 1, emb_dim) if c.num_classes else None
+        self.plane_embed = nn.Embedding(3, emb_dim) if c.plane_embedding else None
         in_ch = c.latent_channels * (2 if c.frame_conditional else 1)
         self.input_conv = nn.Conv2d(in_ch, mc, 3, padding=1)
         down, middle, up = block_plan(c)
@@ -251,6 +257,11 @@ class TriplaneUNet(PretrainedMixin, nn.Module):
         if x.shape.channels != c.latent_channels:
             raise ValueError(f"expected {c.latent_channels} latent channels, got {x.shape}")
         emb = self._embedding(t, labels, x.batch_size)
+        embs = (
+            [emb] * 3
+            if self.plane_embed is None
+            else [emb + self.plane_embed.weight[i].to(emb.dtype) for i in range(3)]
+        )
         planes = list(x.planes)
         if c.frame_conditional:
             cond_planes = [torch.zeros_like(p) for p in planes] if cond is None else cond.planes
@@ -261,12 +272,12 @@ class TriplaneUNet(PretrainedMixin, nn.Module):
         planes = [self.input_conv(p) for p in planes]
         skips = [planes]
         for block in self.down_blocks:
-            planes = maybe_checkpoint(ckpt, block, planes, emb)
+            planes = maybe_checkpoint(ckpt, block, planes, embs)
             skips.append(planes)
-        planes = maybe_checkpoint(ckpt, self.mid_block, planes, emb)
+        planes = maybe_checkpoint(ckpt, self.mid_block, planes, embs)
         for block in self.up_blocks:
             planes = [torch.cat([h, s], dim=1) for h, s in zip(planes, skips.pop())]
             sizes = [tuple(s.shape[-2:]) for s in skips[-1]] if block.res2 is not None else None
-            planes = maybe_checkpoint(ckpt, block, planes, emb, sizes)
+            planes = maybe_checkpoint(ckpt, block, planes, embs, sizes)
         out = [self.out_conv(F.silu(self.out_norm(h))) for h in planes]
         return TriplaneLatent(*out)

@@ -151,11 +151,13 @@ class TriplaneBlock(nn.Module):
         self.joint_attn = joint_attn
 
     def forward(
-        self, planes: Planes, emb: Tensor, sizes: list[tuple[int, int]] | None = None
+        self, planes: Planes, embs: list[Tensor], sizes: list[tuple[int, int]] | None = None
     ) -> Planes:
-        """Planes in, planes out; `sizes` are the plane sizes after up-sampling (if any)."""
+        """Planes in, planes out; `embs` holds each plane's embedding [B, emb_dim] (the same
+        tensor three times in the official model); `sizes` are the plane sizes after
+        up-sampling (if any)."""
         out = []
-        for i, h in enumerate(planes):
+        for i, (h, emb) in enumerate(zip(planes, embs, strict=True)):
             h = self.res(h, emb)
             if self.attn is not None:
                 h = self.attn.forward_plane(h)
