@@ -13,7 +13,7 @@ The debug presets depart from the official recipe to learn fast on a CPU (docs/t
 to 0 over the second half of the run, betas (0.9, 0.99) for the autoencoder, L1 only plus a
 hinge on pre-tanh latent values beyond 1.5, Min-SNR-5 loss weights for the diffusion model,
 EMA 0.999 every 5 steps, a learned plane embedding in the UNet (its three latent planes all
-have the same size) and cond_prob 0.7.
+have the same size) and cond_prob 0.5.
 Departures of the paper presets: bf16 autocast for the autoencoder (the official code uses fp16 AMP; bf16 needs no
 loss scaling on A100/H100); `precision` can be set back with --set train.precision=fp16.
 The paper autoencoder presets turn on activation checkpointing (memory only; same function).
@@ -102,7 +102,7 @@ def _dm_debug() -> DiffusionRunConfig:
             keep_checkpoints=2,
             keep_snapshots=2,
         ),
-        diffusion=DiffusionConfig(cond_prob=0.7, min_snr_gamma=5.0),
+        diffusion=DiffusionConfig(cond_prob=0.5, min_snr_gamma=5.0),
     )
 
 
