@@ -204,6 +204,19 @@ def test_sdpa_and_math_agree_and_checkpointing_keeps_gradients() -> None:
         torch.testing.assert_close(results[name][1], results["sdpa"][1], rtol=1e-4, atol=1e-7)
 
 
+def test_checkpointing_keeps_the_plane_embedding_gradient() -> None:
+    cfg = dataclasses.replace(unet_preset("debug"), plane_embedding=True)
+    x, t = _latent(LatentShape(4, 8, 8, 8)), torch.tensor([3, 700])
+    grads = []
+    for checkpointed in (False, True):
+        model = _randomised(dataclasses.replace(cfg, gradient_checkpointing=checkpointed))
+        model(x, t).pack().square().mean().backward()
+        grads.append(model.plane_embed.weight.grad)
+    assert grads[0].abs().min(dim=1).values.gt(0).all()  # each plane's vector is trained
+    assert not torch.allclose(grads[0][0], grads[0][1])
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-4, atol=1e-7)
+
+
 def test_float_and_scalar_timesteps() -> None:
     model = _randomised(unet_preset("debug"))
     x = _latent()
