@@ -178,11 +178,9 @@ def child_sample(config: dict, args: argparse.Namespace) -> dict:
         decoded = pipe.decode(z)
         decode = timed(lambda: pipe.decode(z), args.repeats)
         encode = timed(lambda: pipe.encode(decoded), args.repeats)
-        dpm_clip = timed(lambda: pipe(1, sampler="dpm", steps=20, progress=False), 1)
+        dpm_clip = timed(lambda: pipe(sampler="dpm", steps=20, progress=False), 1)
         ddim_clip = (
-            timed(lambda: pipe(1, sampler="ddim", steps=400, progress=False), 1)
-            if args.full
-            else None
+            timed(lambda: pipe(sampler="ddim", steps=400, progress=False), 1) if args.full else None
         )
     clips = 128 // shape.frames
     estimate = {

@@ -198,7 +198,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     def generate(num: int, frames: int, sampler: str, steps: int | None, eta: float, s: int):
         return pipe(
-            num, frames, seed=s, sampler=sampler, steps=steps, eta=eta,
+            num=num, frames=frames, seed=s, sampler=sampler, steps=steps, eta=eta,
             batch_size=args.batch_size, progress=False,
         )  # fmt: skip
 
@@ -225,8 +225,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if "continuation" in wanted:
         given = heldout[:, :, :cf]
         cont = pipe(
-            given.shape[0], 16, seed=seed + 20_000, context=given, sampler=sampler, steps=steps,
-            eta=eta, batch_size=args.batch_size, progress=False,
+            num=given.shape[0], frames=16, seed=seed + 20_000, context=given, sampler=sampler,
+            steps=steps, eta=eta, batch_size=args.batch_size, progress=False,
         )  # fmt: skip
         rung(
             f"continuations of held-out clips ({_label(sampler, steps, eta)[11:]})",

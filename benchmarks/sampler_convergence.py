@@ -66,7 +66,7 @@ def main() -> None:
         for i in range(0, num, args.batch_size):
             seeds = list(range(i, min(i + args.batch_size, num)))
             gens = [torch.Generator().manual_seed(10_000 + s) for s in seeds]
-            z = SAMPLERS[sampler](
+            z = SAMPLERS[sampler].fn(
                 denoiser, pipe._noise(seeds, 0), pipe.schedule, steps, eta=eta, generator=gens,
                 clip_x0=clip,
             )  # fmt: skip

@@ -55,10 +55,10 @@ def _pipe() -> PVDMPipeline:
 @pytest.mark.parametrize("reencode", [True, False])
 def test_long_videos_condition_on_the_reencoded_previous_clip(reencode) -> None:
     pipe = _pipe()
-    first = pipe.sample_latents([0], 0, sampler="ddim", steps=2)
+    first = pipe.sample_latents(pipe.resolve(sampler="ddim", steps=2), [0], 0)
     pipe.unet.conds.clear()
     kwargs = {} if reencode else {"reencode": False}  # re-encoding is the default
-    video = pipe(1, 4, seed=0, sampler="ddim", steps=2, progress=False, **kwargs)
+    video = pipe(frames=4, seed=0, sampler="ddim", steps=2, progress=False, **kwargs)
     assert video.shape == (1, 3, 4, 4, 4)
     conds = pipe.unet.conds
     assert len(conds) == 4 and conds[0] is None and conds[1] is None  # clip 0: 2 steps
@@ -72,8 +72,9 @@ def test_long_videos_condition_on_the_reencoded_previous_clip(reencode) -> None:
 @pytest.mark.parametrize(("sampler", "steps"), [("ddpm", None), ("ddim", 5)])
 def test_stochastic_samples_do_not_depend_on_the_batch(sampler, steps) -> None:
     pipe = _pipe()
-    together = pipe.sample_latents([3, 4, 5], 1, sampler=sampler, steps=steps, eta=1.0).pack()
-    alone = pipe.sample_latents([4], 1, sampler=sampler, steps=steps, eta=1.0).pack()
+    request = pipe.resolve(sampler=sampler, steps=steps, eta=1.0)
+    together = pipe.sample_latents(request, [3, 4, 5], 1).pack()
+    alone = pipe.sample_latents(request, [4], 1).pack()
     torch.testing.assert_close(together[1:2], alone, rtol=1e-6, atol=1e-6)
     assert not torch.allclose(together[0], together[1])
 
@@ -85,13 +86,14 @@ def test_latent_scale_scales_the_condition_and_unscales_the_sample() -> None:
     cond = TriplaneLatent.unpack(torch.full((1, 1, SHAPE.num_tokens), 0.4), SHAPE)
     plain = _pipe()
     scaled = PVDMPipeline(plain.unet, plain.autoencoder, latent_scale=2.0)
-    z = scaled.sample_latents([7], 1, cond=cond, sampler="ddim", steps=3, eta=0.0)
+    request = plain.resolve(sampler="ddim", steps=3, eta=0.0)
+    z = scaled.sample_latents(request, [7], 1, cond=cond)
     torch.testing.assert_close(scaled.unet.conds[-1], cond.pack() * 2.0)
     denoiser = make_denoiser(plain.unet, cond=cond * 2.0)
     expected = ddim_sample(denoiser, plain._noise([7], 1), plain.schedule, 3, eta=0.0, clip_x0=2.0)
     torch.testing.assert_close(z.pack(), expected.pack() / 2.0)
     # the unscaled pipeline clamps at 1: a different function of the same network
-    unscaled = plain.sample_latents([7], 1, cond=cond * 2.0, sampler="ddim", steps=3, eta=0.0)
+    unscaled = plain.sample_latents(request, [7], 1, cond=cond * 2.0)
     assert not torch.allclose(unscaled.pack(), expected.pack())
 
 
@@ -106,4 +108,74 @@ def test_latent_scale_round_trips_through_pipeline_json(tmp_path) -> None:
     spec = (folder / "pipeline.json").read_text().replace("2.5", "-1")
     (folder / "pipeline.json").write_text(spec)
     with pytest.raises(PvdmError, match="latent_scale"):
+        PVDMPipeline.from_pretrained(folder)
+
+
+def test_the_callback_sees_every_step_of_every_clip_and_counts_guidance() -> None:
+    pipe = _pipe()
+    seen: list[dict] = []
+    video = pipe(
+        num=3, frames=4, sampler="ddim", steps=2, guidance=1.0, batch_size=2, progress=False,
+        callback=seen.append,
+    )  # fmt: skip
+    assert video.shape == (3, 3, 4, 4, 4)
+    # 2 batches (2 + 1 videos) x 2 clips x 2 steps
+    where = [(i["batch"], i["clip"], i["step"]) for i in seen]
+    assert where == [(b, k, s) for b in range(2) for k in range(2) for s in range(2)]
+    assert all(i["total"] == 2 and i["num_clips"] == 2 and i["num_batches"] == 2 for i in seen)
+    assert [i["fraction"] for i in seen] == [pytest.approx(n / 8) for n in range(1, 9)]
+    # frame guidance costs a second network call on the conditioned clip 2 only
+    assert [i["evaluations"] for i in seen] == [1, 2, 2, 4] * 2
+    assert seen[-1]["x"].pack().shape == (1, 1, SHAPE.num_tokens)
+    assert [i["t"] for i in seen[:2]] == [999, 499]
+
+
+def test_raising_from_the_callback_stops_the_run() -> None:
+    pipe = _pipe()
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_third(info: dict) -> None:
+        if info["step"] == 2:
+            raise Stop
+
+    with pytest.raises(Stop):
+        pipe(frames=2, steps=10, progress=False, callback=stop_at_third)
+    assert len(pipe.unet.conds) == 3  # no network call after the stop
+
+
+def test_class_names_that_are_numbers_are_names_first() -> None:
+    from pvdm.errors import PvdmError
+
+    unet = StubUNet()
+    unet.config = SimpleNamespace(num_classes=3)
+    pipe = PVDMPipeline(unet, StubAutoencoder(), classes=["1", "2", "3"])
+    assert pipe.label_ids(["1"], 2).tolist() == [0, 0]  # folder "1" is class 0
+    assert pipe.label_ids(["3", 1], 2).tolist() == [2, 1]  # a name, then an index
+    with pytest.raises(PvdmError, match="class index 4 is out of range"):
+        pipe.label_ids(["4"], 1)  # not a name: an index, and there is no class 4
+    with pytest.raises(PvdmError, match="unknown class 'four'"):
+        pipe.label_ids(["four"], 1)
+    with pytest.raises(PvdmError, match="names 2 classes but the UNet has 3"):
+        PVDMPipeline(unet, StubAutoencoder(), classes=["1", "2"])
+
+
+@pytest.mark.parametrize(
+    "schedule",
+    ['{"linear_start": NaN}', '{"linear_start": 0.02, "linear_end": 0.01}',
+     '{"num_timesteps": 1000000000}'],
+)  # fmt: skip
+def test_a_bad_schedule_in_pipeline_json_is_one_error(tmp_path, schedule) -> None:
+    import json
+
+    from pvdm.errors import PvdmError
+    from pvdm.models import TriplaneAutoencoder, TriplaneUNet, autoencoder_preset, unet_preset
+
+    ae = TriplaneAutoencoder(autoencoder_preset("debug"))
+    folder = PVDMPipeline(TriplaneUNet(unet_preset("debug")), ae).save_pretrained(tmp_path / "p")
+    spec = json.loads((folder / "pipeline.json").read_text())
+    text = json.dumps({**spec, "schedule": "@"}).replace('"@"', schedule)
+    (folder / "pipeline.json").write_text(text)
+    with pytest.raises(PvdmError, match="invalid 'schedule'"):
         PVDMPipeline.from_pretrained(folder)

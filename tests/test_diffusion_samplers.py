@@ -12,6 +12,7 @@ from pvdm.diffusion.samplers import (
     ddim_sample,
     ddpm_sample,
     dpm_solver_sample,
+    dpm_solver_sde_sample,
     dpm_solver_timesteps,
     randn_like,
 )
@@ -94,7 +95,7 @@ def test_dpm_solver_matches_diffusers() -> None:
         assert ((ours - x).norm() / x.norm()).item() < 1e-5
 
 
-@pytest.mark.parametrize("sampler", [ddim_sample, dpm_solver_sample])
+@pytest.mark.parametrize("sampler", [ddim_sample, dpm_solver_sample, dpm_solver_sde_sample])
 def test_samples_do_not_depend_on_batch_composition(sampler) -> None:
     model = _toy_model()
     seeds = [11, 12, 13]
@@ -156,28 +157,37 @@ def test_loss_is_mean_over_positions_then_batch() -> None:
 def test_samplers_share_one_signature_and_the_defaults() -> None:
     import inspect
 
-    from pvdm.diffusion import DEFAULT_ETA, DEFAULT_STEPS, SAMPLERS, PVDMPipeline
+    from pvdm.diffusion import DEFAULT_ETA, SAMPLERS, SamplingConfig
 
     names = None
-    for fn in SAMPLERS.values():
-        params = inspect.signature(fn).parameters
+    for spec in SAMPLERS.values():
+        params = inspect.signature(spec.fn).parameters
         names = names or list(params)
         assert list(params) == names
-        assert params["eta"].default == DEFAULT_ETA
+        assert params["eta"].default == DEFAULT_ETA and params["callback"].default is None
     assert names[:4] == ["denoiser", "noise", "schedule", "steps"]
-    for method in (PVDMPipeline.__call__, PVDMPipeline.sample_latents):
-        params = inspect.signature(method).parameters
-        assert params["eta"].default == DEFAULT_ETA and params["steps"].default is None
+    assert SamplingConfig().eta == DEFAULT_ETA and SamplingConfig().steps is None
     seen = []
     ddim_sample(lambda x, t: seen.append(1) or torch.zeros_like(x), torch.zeros(1, 1, 2), S)
-    assert len(seen) == DEFAULT_STEPS["ddim"]
+    assert len(seen) == SAMPLERS["ddim"].default_steps
 
 
-def test_cli_sampler_names_are_the_samplers() -> None:
-    from pvdm.cli.generate import SAMPLER_NAMES
+@pytest.mark.parametrize("name", ["ddim", "dpm", "dpm-sde", "ddpm"])
+def test_every_sampler_reports_each_step_to_the_callback(name) -> None:
     from pvdm.diffusion import SAMPLERS
 
-    assert sorted(SAMPLER_NAMES) == sorted(SAMPLERS)
+    spec = SAMPLERS[name]
+    steps = spec.resolve_steps(name, 5 if spec.default_steps else None, S.num_timesteps)
+    seen: list[dict] = []
+    out = spec.fn(
+        lambda x, t: 0.1 * x, torch.ones(2, 1, 3), S, steps, eta=1.0,
+        generator=torch.Generator().manual_seed(0), callback=seen.append,
+    )  # fmt: skip
+    assert [i["step"] for i in seen] == list(range(steps))
+    assert all(i["total"] == steps for i in seen)
+    assert [i["t"] for i in seen] == sorted((i["t"] for i in seen), reverse=True)
+    assert torch.equal(seen[-1]["x"], out)
+    assert all(i["x0"].abs().max() <= 1 for i in seen)  # the clamped prediction
 
 
 @pytest.mark.parametrize(
@@ -200,3 +210,35 @@ def test_a_triplane_latent_samples_like_its_packed_tensor(sampler, steps) -> Non
     out = sampler(eps, z, S, steps, eta=1.0, generator=gens())
     expected = sampler(eps_packed, z.pack(), S, steps, eta=1.0, generator=gens())
     assert torch.equal(out.pack(), expected)
+
+
+def test_dpm_solver_sde_matches_diffusers_noise_for_noise() -> None:
+    diffusers = pytest.importorskip("diffusers")
+    model = _toy_model()
+    sched = NoiseSchedule()
+    for steps in (4, 12):
+        noise = torch.randn(2, 3, 8, generator=torch.Generator().manual_seed(steps))
+        ours = dpm_solver_sde_sample(
+            model, noise, sched, steps, eta=1.0, generator=torch.Generator().manual_seed(7)
+        )
+        ref = diffusers.DPMSolverMultistepScheduler(
+            num_train_timesteps=1000,
+            trained_betas=sched.betas.double().numpy(),
+            algorithm_type="sde-dpmsolver++",
+            solver_order=2,
+            thresholding=True,
+            sample_max_value=1.0,
+            final_sigmas_type="zero",
+        )
+        ref.set_timesteps(steps)
+        g = torch.Generator().manual_seed(7)
+        x = noise.clone()
+        for t in ref.timesteps:
+            x = ref.step(model(x, torch.full((2,), int(t))), t, x, generator=g).prev_sample
+        assert ((ours - x).norm() / x.norm()).item() < 1e-5
+    # eta 0 is the deterministic solver
+    noise = torch.randn(2, 3, 8, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(
+        dpm_solver_sde_sample(model, noise, sched, 6, eta=0.0),
+        dpm_solver_sample(model, noise, sched, 6),
+    )

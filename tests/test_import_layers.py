@@ -24,7 +24,6 @@ BOTTOM = (
     "pvdm.errors",
     "pvdm.config",
     "pvdm.jsonl",
-    "pvdm.runlock",
     "pvdm.weights",
     "pvdm.charts",
 )

@@ -30,7 +30,8 @@ from eval_helpers import (
 
 import pvdm.models
 from pvdm.cli import main
-from pvdm.cli.evaluate import default_outdir, protocol_names
+from pvdm.cli.evaluate import default_outdir
+from pvdm.metrics.protocols import protocol_names
 from pvdm.metrics.results import read_records
 from pvdm.weights import file_sha256
 

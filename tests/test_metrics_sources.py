@@ -12,6 +12,7 @@ from einops import rearrange
 from eval_helpers import real_clips, sky, write_frame_folders
 
 from pvdm.data import DataConfig, write_video
+from pvdm.diffusion import SamplingConfig
 from pvdm.errors import DataError
 from pvdm.metrics import PROTOCOLS
 from pvdm.metrics.sources import (
@@ -211,8 +212,13 @@ class _SeededPipeline:
         self.schedule = SimpleNamespace(num_timesteps=1000)
         self.calls: list[dict] = []
 
-    def __call__(self, num, frames, *, seeds, **settings) -> torch.Tensor:
-        self.calls.append({"num": num, "frames": frames, "seeds": list(seeds), **settings})
+    def resolve(self, request=None, **fields):
+        return (request or SamplingConfig()).replace(**fields).validate(1000, 4)
+
+    def __call__(self, request=None, /, *, progress=True, **fields) -> torch.Tensor:
+        request = self.resolve(request, **fields)
+        self.calls.append({**request.record(), "progress": progress})
+        frames, seeds = request.frames, request.seed_list
         videos = [
             torch.randint(0, 256, (3, frames, 24, 24), generator=torch.Generator().manual_seed(s))
             for s in seeds
@@ -222,7 +228,8 @@ class _SeededPipeline:
 
 def test_generated_sample_i_uses_seed_base_plus_i_whatever_the_batches_and_ranks() -> None:
     pipe = _SeededPipeline()
-    source = GeneratedVideos(pipe, model="m", sampler="ddim", steps=7, eta=0.5, seed=100)
+    request = SamplingConfig(sampler="ddim", steps=7, eta=0.5)
+    source = GeneratedVideos(pipe, model="m", request=request, seed=100)
     protocol = _protocol(5, 24, stride=2, frames=4)  # 4 frames every 2nd: generate 7
     assert source.native_resolution() == 24
     whole = list(source.batches(protocol, 2))
@@ -231,7 +238,7 @@ def test_generated_sample_i_uses_seed_base_plus_i_whatever_the_batches_and_ranks
     assert all(c["sampler"] == "ddim" and c["progress"] is False for c in pipe.calls)
     videos = torch.cat([v for v, _ in whole])
     assert videos.shape == (5, 3, 4, 24, 24)
-    one = pipe(1, 7, seeds=[103])[0]
+    one = pipe(frames=7, seeds=[103])[0]
     assert torch.equal(videos[3], one[:, ::2])  # sample 3 is seed 103's video, strided
     for rank in (0, 1):  # another batch size and two ranks: the same samples
         got = list(source.batches(protocol, 3, rank=rank, world_size=2))
@@ -241,3 +248,5 @@ def test_generated_sample_i_uses_seed_base_plus_i_whatever_the_batches_and_ranks
     assert small.shape == (1, 3, 4, 16, 16)  # resized to the protocol's resolution
     assert source.describe(protocol)["seeds"] == [100, 104]
     assert GeneratedVideos(pipe, model="m").seed_base(protocol) == protocol.seed
+    reported = GeneratedVideos(pipe, model="m").request.record()
+    assert (reported["sampler"], reported["steps"], reported["eta"]) == ("ddim", 400, 1.0)

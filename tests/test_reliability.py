@@ -170,7 +170,7 @@ def test_nan_is_refused_in_every_float_field(tmp_path) -> None:
 _HOLD = textwrap.dedent(
     """
     import sys, time
-    from pvdm.runlock import run_lock
+    from pvdm.runs import run_lock
     with run_lock(sys.argv[1]):
         print("locked", flush=True)
         time.sleep(60)
@@ -179,7 +179,7 @@ _HOLD = textwrap.dedent(
 
 
 def test_run_lock_refuses_a_second_process_and_survives_sigkill(tmp_path) -> None:
-    from pvdm.runlock import run_lock
+    from pvdm.runs import run_lock
 
     proc = subprocess.Popen(
         [sys.executable, "-c", _HOLD, str(tmp_path)], env=pvdm_env(), stdout=subprocess.PIPE
@@ -200,7 +200,7 @@ def test_run_lock_refuses_a_second_process_and_survives_sigkill(tmp_path) -> Non
 
 def test_training_commands_take_the_lock(tmp_path) -> None:
     from pvdm.cli import main
-    from pvdm.runlock import run_lock
+    from pvdm.runs import run_lock
 
     with run_lock(tmp_path / "run"):
         code = main(["train-autoencoder", "--outdir", str(tmp_path / "run"), "--max-steps", "1"])
@@ -210,7 +210,7 @@ def test_training_commands_take_the_lock(tmp_path) -> None:
 
 def test_cache_latents_takes_the_lock_of_its_output_folder(tmp_path, capsys) -> None:
     from pvdm.cli import main
-    from pvdm.runlock import run_lock
+    from pvdm.runs import run_lock
 
     argv = ["cache-latents", "--autoencoder", str(tmp_path / "none"), "--data", "synthetic"]
     argv += ["--out", str(tmp_path / "cache")]

@@ -13,7 +13,7 @@ from einops import rearrange
 from serve_helpers import tiny_run, video_file
 
 from pvdm.data import center_crop_resize, read_video, write_video
-from pvdm.diffusion import DEFAULT_ETA, DEFAULT_STEPS, NoiseSchedule
+from pvdm.diffusion import DEFAULT_SAMPLER, SAMPLERS, NoiseSchedule, SamplingConfig
 from pvdm.diffusion.pipeline import PIPELINE_FILE, PVDMPipeline
 from pvdm.errors import DataError, PvdmError
 from pvdm.serve.model_card import model_card
@@ -32,7 +32,9 @@ def pipe(run) -> PVDMPipeline:
 
 @pytest.fixture
 def studio(pipe, tmp_path) -> Studio:
-    return Studio(pipe, tmp_path / "out")
+    studio = Studio(pipe, tmp_path / "out")
+    yield studio
+    studio.close()
 
 
 def _diff(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -46,11 +48,11 @@ def _as_mp4(video: torch.Tensor, path: Path) -> torch.Tensor:
 
 
 def test_sample_writes_the_pipelines_videos(studio, pipe, tmp_path) -> None:
-    result = studio.sample(2, 10, sampler="ddim", steps=3, seed=5)
+    result = studio.sample(num=2, frames=10, sampler="ddim", steps=3, seed=5)
     assert [p.name for p in result.videos] == ["sample-5.mp4", "sample-6.mp4"]
     assert result.info["seeds"] == [5, 6] and result.info["frames"] == 10
     assert result.info["clips_per_video"] == 3 and result.info["seconds"] >= 0
-    videos = pipe(2, 10, seeds=[5, 6], sampler="ddim", steps=3, progress=False)
+    videos = pipe(frames=10, seeds=[5, 6], sampler="ddim", steps=3, progress=False)
     expected = [_as_mp4(v, tmp_path / f"{i}.mp4") for i, v in enumerate(videos)]
     got = [read_video(p) for p in result.videos]
     assert all(v.shape == (3, 10, 16, 16) for v in got)
@@ -60,17 +62,16 @@ def test_sample_writes_the_pipelines_videos(studio, pipe, tmp_path) -> None:
     assert saved == result.info
 
 
-def test_defaults_are_one_clip_with_the_fast_solver(studio) -> None:
+def test_defaults_are_one_clip_with_the_pipelines_default_sampling(studio) -> None:
     result = studio.sample()
-    assert studio.pipe.schedule.num_timesteps > DEFAULT_STEPS["dpm"]
-    assert result.info["sampler"] == "dpm" and result.info["steps"] == DEFAULT_STEPS["dpm"]
+    default = SamplingConfig()
+    steps = SAMPLERS[default.sampler].default_steps
+    assert studio.pipe.schedule.num_timesteps > steps
+    assert result.info["sampler"] == DEFAULT_SAMPLER == default.sampler
+    assert result.info["steps"] == steps and result.info["seeds"] == [0]
     assert read_video(result.videos[0]).shape[1] == studio.clip_frames == 4
-    assert studio.default_steps("ddim") == DEFAULT_STEPS["ddim"]
+    assert studio.default_steps("ddim") == SAMPLERS["ddim"].default_steps
     assert studio.default_steps("ddpm") == studio.pipe.schedule.num_timesteps
-    defaults = {"sample": Studio.sample, "continue": Studio.continue_video}
-    assert {k: f.__kwdefaults__["eta"] for k, f in defaults.items()} == dict.fromkeys(
-        defaults, DEFAULT_ETA
-    )
 
 
 def test_default_steps_are_capped_at_a_short_schedule(pipe, tmp_path) -> None:
@@ -78,32 +79,35 @@ def test_default_steps_are_capped_at_a_short_schedule(pipe, tmp_path) -> None:
     short = PVDMPipeline(pipe.unet, pipe.autoencoder, NoiseSchedule(50), pipe.classes)
     studio = Studio(short, tmp_path / "out")
     assert studio.default_steps("ddim") == 50 and studio.default_steps("dpm") == 20
-    assert studio._steps("ddim", None) == 50 and studio._steps("ddpm", 7) == 50
+    assert studio.default_steps("ddpm") == 50
     with pytest.raises(PvdmError, match=r"steps must lie in \[1, 50\]"):
-        studio._steps("ddim", 51)
+        studio.sample(sampler="ddim", steps=51)
+    with pytest.raises(PvdmError, match="runs all 50 steps"):
+        studio.sample(sampler="ddpm", steps=7)
 
 
 def test_progress_follows_steps_and_clips(studio) -> None:
     seen: list[tuple[float, str]] = []
-    # 3 clips of 3 DDIM steps; frame guidance doubles the evaluations of clips 2 and 3
+    # 3 clips of 3 DDIM steps (frame guidance doubles the evaluations of clips 2 and 3)
     studio.sample(
-        1, 12, sampler="ddim", steps=3, guidance=1.0, progress=lambda f, d: seen.append((f, d))
+        frames=12, sampler="ddim", steps=3, guidance=1.0, progress=lambda f, d: seen.append((f, d))
     )
     fractions = [f for f, _ in seen]
-    assert len(seen) == 1 + 3 + 6 + 6 and fractions[-1] == pytest.approx(1.0)
-    assert fractions == sorted(fractions) and fractions[0] == 0.0
-    assert [d for _, d in seen[1:]] == ["clip 1/3"] * 3 + ["clip 2/3"] * 6 + ["clip 3/3"] * 6
+    assert len(seen) == 1 + 3 + 3 + 3 and fractions[-1] == pytest.approx(1.0)
+    assert fractions == [0.0, *(pytest.approx(i / 9) for i in range(1, 10))]
+    assert [d for _, d in seen[1:]] == ["clip 1/3"] * 3 + ["clip 2/3"] * 3 + ["clip 3/3"] * 3
 
 
 def test_class_guidance_counts_in_progress(studio) -> None:
     seen: list[float] = []
     result = studio.sample(
-        1, 4, sampler="dpm", steps=4, label="square", class_guidance=2.0,
+        frames=4, sampler="dpm", steps=4, labels="square", class_guidance=2.0,
         progress=lambda f, d: seen.append(f),
     )  # fmt: skip
-    assert result.info["class"] == "square" and len(seen) == 1 + 8 and seen[-1] == 1.0
+    assert result.info["class"] == "square" and result.info["class_guidance"] == 2.0
+    assert len(seen) == 1 + 4 and seen[-1] == 1.0
     with pytest.raises(PvdmError, match="unknown class"):
-        studio.sample(label="hexagon")
+        studio.sample(labels="hexagon")
 
 
 def test_cancel_stops_the_job_and_the_next_job_runs(studio) -> None:
@@ -113,30 +117,55 @@ def test_cancel_stops_the_job_and_the_next_job_runs(studio) -> None:
 
     calls_before = len(list(studio.out_dir.glob("job-*")))
     with pytest.raises(Cancelled):
-        studio.sample(1, 8, sampler="ddim", steps=50, progress=cancel_after_two)
+        studio.sample(frames=8, sampler="ddim", steps=50, progress=cancel_after_two)
     assert len(list(studio.out_dir.glob("job-*"))) == calls_before  # its folder is removed
     assert studio.sample(sampler="dpm", steps=2).info["frames"] == 4
+
+
+def test_only_the_owners_cancel_stops_a_job(studio) -> None:
+    refused: list[bool] = []
+
+    def others_cancel(fraction: float, desc: str) -> None:
+        refused.append(studio.cancel("someone else"))
+
+    result = studio.sample(frames=8, steps=3, progress=others_cancel, owner="me")
+    assert result.info["frames"] == 8 and len(refused) == 1 + 6 and not any(refused)
+    assert studio.cancel("me") is False  # nothing runs now: nothing to cancel
+
+    def own_cancel(fraction: float, desc: str) -> None:
+        assert studio.cancel("me") is True
+
+    with pytest.raises(Cancelled):
+        studio.sample(frames=8, steps=3, progress=own_cancel, owner="me")
+
+
+def test_two_studios_cannot_share_an_output_folder(pipe, tmp_path) -> None:
+    first = Studio(pipe, tmp_path / "out")
+    with pytest.raises(PvdmError, match="in use by another pvdm process"):
+        Studio(pipe, tmp_path / "out")
+    first.close()
+    Studio(pipe, tmp_path / "out").close()  # free again
 
 
 def test_one_job_at_a_time(studio) -> None:
     order: list[str] = []
 
     def job(name: str) -> None:
-        studio.sample(1, 8, sampler="ddim", steps=10, progress=lambda f, d: order.append(name))
+        studio.sample(frames=8, sampler="ddim", steps=10, progress=lambda f, d: order.append(name))
 
     threads = [threading.Thread(target=job, args=(name,)) for name in "ab"]
     for t in threads:
         t.start()
     for t in threads:
         t.join(timeout=60)
-    assert len(order) == 2 * (1 + 2 * 10)
+    assert len(order) == 2 * (1 + 2 * 10)  # the start, then 10 steps of each of 2 clips
     first = order[0]
     assert order == [first] * 21 + [("b" if first == "a" else "a")] * 21  # never interleaved
 
 
 def test_continue_an_avi_upload(studio, pipe, tmp_path) -> None:
     upload = video_file(tmp_path / "mine.avi", 10)
-    result = studio.continue_video(upload, 8, sampler="ddim", steps=3, seed=3)
+    result = studio.continue_video(upload, frames=8, sampler="ddim", steps=3, seed=3)
     given, full = (read_video(p) for p in result.videos)
     assert given.shape == (3, 10, 16, 16) and full.shape == (3, 18, 16, 16)
     assert result.info["upload_frames"] == 10 and result.info["generated_frames"] == 8
@@ -146,7 +175,12 @@ def test_continue_an_avi_upload(studio, pipe, tmp_path) -> None:
         rearrange(read_video(upload), "c t h w -> t h w c"), 16
     )
     generated = pipe(
-        1, 8, seeds=[3], sampler="ddim", steps=3, context=upload_at_model_size[None], progress=False
+        frames=8,
+        seeds=[3],
+        sampler="ddim",
+        steps=3,
+        context=upload_at_model_size[None],
+        progress=False,
     )
     expected = _as_mp4(torch.cat([upload_at_model_size, generated[0]], dim=1), tmp_path / "e.mp4")
     assert _diff(full, expected) < 0.5
@@ -184,9 +218,11 @@ def test_out_must_be_new_empty_or_made_by_serve(pipe, tmp_path) -> None:
     assert (mine / "job-1").is_dir() and not (mine / OUT_MARKER).exists()
     (tmp_path / "empty").mkdir()
     for folder in (tmp_path / "new" / "videos", tmp_path / "empty"):
-        Studio(pipe, folder).sample(steps=1)
+        studio = Studio(pipe, folder)
+        studio.sample(steps=1)
+        studio.close()
         assert (folder / OUT_MARKER).is_file()
-        Studio(pipe, folder)  # serve's own folder, with its jobs, is taken again
+        Studio(pipe, folder).close()  # serve's own folder, with its jobs, is taken again
     (tmp_path / "file").write_text("x")
     with pytest.raises(PvdmError, match="is a file"):
         Studio(pipe, tmp_path / "file")
@@ -205,15 +241,15 @@ def test_bad_uploads_get_one_clear_message(pipe, tmp_path, make, message) -> Non
     studio = Studio(pipe, tmp_path / "out", limits=Limits(max_upload_frames=32))
     path = make(tmp_path / "upload.mp4")
     with pytest.raises(DataError, match=message):
-        studio.continue_video(path, 4, steps=2)
+        studio.continue_video(path, frames=4, steps=2)
     assert not list((tmp_path / "out").glob("job-*"))
 
 
 def test_requests_beyond_the_limits_are_refused(studio) -> None:
     with pytest.raises(PvdmError, match=r"number of videos must be 1\.\.8"):
-        studio.sample(9)
+        studio.sample(num=9)
     with pytest.raises(PvdmError, match=r"frames must be 1\.\.512"):
-        studio.sample(1, 513)
+        studio.sample(frames=513)
     with pytest.raises(PvdmError, match="unknown sampler"):
         studio.sample(sampler="euler")
 

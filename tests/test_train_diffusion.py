@@ -134,11 +134,13 @@ def test_class_conditional_training_and_sampling(autoencoder, tmp_path) -> None:
     pipe = PVDMPipeline.from_pretrained(run)
     assert pipe.classes == dataset.classes
     a = pipe(
-        2, labels=[dataset.classes[1]], sampler="dpm", steps=2, class_guidance=1.0, progress=False
-    )
+        num=2, labels=[dataset.classes[1]], sampler="dpm", steps=2, class_guidance=1.0,
+        progress=False,
+    )  # fmt: skip
     b = pipe(
-        2, labels=[dataset.classes[2]], sampler="dpm", steps=2, class_guidance=1.0, progress=False
-    )
+        num=2, labels=[dataset.classes[2]], sampler="dpm", steps=2, class_guidance=1.0,
+        progress=False,
+    )  # fmt: skip
     assert a.shape == (2, 3, 4, 16, 16) and not torch.equal(a, b)
 
 
@@ -155,13 +157,15 @@ def test_videos_do_not_depend_on_batch_composition(cache, autoencoder, tmp_path)
         tmp_path / "run",
     )
     pipe = PVDMPipeline.from_pretrained(run)
-    together = pipe(3, 8, seeds=[5, 6, 7], sampler="ddim", steps=3, batch_size=3, progress=False)
-    alone = pipe(1, 8, seeds=[6], sampler="ddim", steps=3, batch_size=1, progress=False)
+    together = pipe(
+        frames=8, seeds=[5, 6, 7], sampler="ddim", steps=3, batch_size=3, progress=False
+    )
+    alone = pipe(frames=8, seeds=[6], sampler="ddim", steps=3, batch_size=1, progress=False)
     assert together.shape == (3, 3, 8, 16, 16)
     assert (together[1].int() - alone[0].int()).abs().max() <= 1  # uint8 rounding at most
     context = together[:1, :, :4]
-    continued = pipe(1, 4, seeds=[9], sampler="ddim", steps=3, context=context, progress=False)
-    unconditioned = pipe(1, 4, seeds=[9], sampler="ddim", steps=3, progress=False)
+    continued = pipe(frames=4, seeds=[9], sampler="ddim", steps=3, context=context, progress=False)
+    unconditioned = pipe(frames=4, seeds=[9], sampler="ddim", steps=3, progress=False)
     assert continued.shape == (1, 3, 4, 16, 16) and not torch.equal(continued, unconditioned)
 
 

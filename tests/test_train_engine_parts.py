@@ -11,18 +11,18 @@ import torch
 from torch import nn
 
 from pvdm.errors import ConfigError
+from pvdm.runs import RunFolder
+from pvdm.runtime import local_batch_size
+from pvdm.seeds import mix_seed, step_seed
 from pvdm.train.checkpoint import (
-    RunFolder,
     load_latest_training_state,
     load_training_state,
     save_training_state,
 )
 from pvdm.train.config import TrainConfig
-from pvdm.train.distributed import local_batch_size
 from pvdm.train.ema import EMA
 from pvdm.train.interrupt import StopRequest
 from pvdm.train.monitor import Monitor, format_duration
-from pvdm.train.seeding import mix_seed, step_seed
 
 
 def test_ema_matches_litema_warmup_formula() -> None:

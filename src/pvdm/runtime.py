@@ -214,3 +214,13 @@ def generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
     g = torch.Generator(device=device)
     g.manual_seed(seed)
     return g
+
+
+def local_batch_size(global_batch: int, world_size: int) -> int:
+    """The per-rank batch: the global batch divided by the world size, which must divide it."""
+    if global_batch % world_size:
+        raise ConfigError(
+            f"train.batch_size={global_batch} is the global batch and must be divisible by the "
+            f"number of processes ({world_size})"
+        )
+    return global_batch // world_size

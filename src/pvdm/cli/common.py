@@ -1,7 +1,7 @@
-"""Flags shared by the training commands, and how they resolve into one run config.
+"""Flags shared by several commands: sampling (a `SamplingConfig` from flags) and training runs.
 
-Resolution order: the saved config of an existing run folder (when resuming without --preset
-or --config), else --config FILE, else --preset NAME (default `debug`); then the flags
+Training: resolution order: the saved config of an existing run folder (when resuming without
+--preset or --config), else --config FILE, else --preset NAME (default `debug`); then the flags
 (--data, --max-steps, --checkpoint-every, --seed); then every --set a.b=value, in order.
 """
 
@@ -10,6 +10,33 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 from typing import Any
+
+
+def add_sampling_args(parser: argparse.ArgumentParser | Any, *, seed_help: str) -> None:
+    """The flags of a `pvdm.diffusion.SamplingConfig`; unset ones keep the request's defaults
+    (checked, with the flag named, by `sampling_request`)."""
+    parser.add_argument(
+        "--sampler",
+        help="sampler name, e.g. ddim (official strided DDIM), dpm (DPM-Solver++ 2M), ddpm "
+        "(every step) (default: the recommended one; an unknown name lists them all)",
+    )
+    parser.add_argument("--steps", type=int, help="sampler steps (default: the sampler's own)")
+    parser.add_argument("--eta", type=float, help="noise of the stochastic samplers (official: 1)")
+    parser.add_argument("--seed", type=int, help=seed_help)
+
+
+def sampling_request(args: argparse.Namespace, base: Any = None, **fields: Any) -> Any:
+    """The `SamplingConfig` the flags describe: `base` (default: the defaults) with each given
+    flag (and `fields`) set, checked without a model; messages name the flags."""
+    from pvdm.diffusion.sampling import SamplingConfig
+
+    base = base or SamplingConfig()
+    if args.sampler is not None and args.sampler != base.sampler:
+        base = base.replace(sampler=args.sampler, steps=None)  # the new sampler's own steps
+    given = {k: getattr(args, k, None) for k in ("steps", "eta", "seed")}
+    request = base.replace(**{k: v for k, v in given.items() if v is not None}, **fields)
+    request.validate(num_timesteps=2**31, flags=True)  # the model's limits come later
+    return request
 
 
 def add_run_args(parser: argparse.ArgumentParser, presets: list[str]) -> None:
@@ -41,11 +68,11 @@ def add_run_args(parser: argparse.ArgumentParser, presets: list[str]) -> None:
 
 
 def training_lock(outdir: Path):
-    """The run-folder lock (see pvdm.runlock); under torchrun only rank 0 takes it."""
+    """The run-folder lock (see pvdm.runs); under torchrun only rank 0 takes it."""
     import contextlib
     import os
 
-    from pvdm.runlock import run_lock
+    from pvdm.runs import run_lock
 
     if int(os.environ.get("RANK", "0")) != 0:
         return contextlib.nullcontext()
@@ -56,8 +83,9 @@ def resolve_run_config(cls: type, presets: dict[str, Any], args: argparse.Namesp
     """The run config the flags describe (see the module docstring)."""
     from pvdm.config import apply_overrides, config_from_dict, config_to_dict, load_config
     from pvdm.errors import ConfigError
+    from pvdm.runs import RunFolder
 
-    saved = args.outdir / "config.yaml"
+    saved = RunFolder(args.outdir).config
     if args.config is not None and args.preset is not None:
         raise ConfigError(
             "give --preset or --config, not both (a config file holds every setting; change "

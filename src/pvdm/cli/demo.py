@@ -41,7 +41,7 @@ def _demo(args: argparse.Namespace) -> int:
         from pvdm.errors import ConfigError
 
         raise ConfigError(f"--minutes must be positive, got {args.minutes}")
-    from pvdm.runlock import run_lock
+    from pvdm.runs import run_lock
 
     try:
         with run_lock(args.out, "--out"):  # one demo per folder at a time

@@ -10,17 +10,6 @@ import argparse
 import sys
 from pathlib import Path
 
-from pvdm.cli.generate import SAMPLER_NAMES, check_numbers
-
-ALIASES = {
-    "fvd": "fvd2048_16f",
-    "fvd128": "fvd2048_128f",
-    "drift": "fvd2048_128f_window16f",
-    "isv": "isv2048_ucf",
-    "is": "isv2048_ucf",
-    "recon": "recon2048_16f",
-}
-
 EXAMPLES = """\
 examples:
   pvdm eval --metrics fvd2048_16f,isv2048_ucf --model runs/ucf-diffusion --data data/UCF-101
@@ -37,6 +26,8 @@ Each result is appended to OUTDIR/metric-<name>.jsonl.
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from pvdm.cli.common import add_sampling_args
+
     p = sub.add_parser(
         "eval",
         help="compute FVD / IS / reconstruction metrics by protocol name",
@@ -102,13 +93,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     nets.add_argument(
         "--lpips", metavar="PATH_OR_NAME", help="LPIPS linear heads (default: lpips_vgg if cached)"
     )
-    sampling = p.add_argument_group("sampling (with --model; defaults as PVDM reports)")
-    sampling.add_argument("--sampler", choices=SAMPLER_NAMES, default="ddim")
-    sampling.add_argument(
-        "--steps", type=int, help="sampler steps (default: ddim 400, dpm 20, ddpm every step)"
+    sampling = p.add_argument_group(
+        "sampling (with --model; default: as PVDM reports, DDIM 400 steps, eta 1; recorded)"
     )
-    sampling.add_argument("--eta", type=float, help="DDIM eta (default: the official 1.0)")
-    sampling.add_argument("--seed", type=int, help="seed of sample 0 (default: the protocol's)")
+    add_sampling_args(sampling, seed_help="seed of sample 0 (default: the protocol's)")
     run = p.add_argument_group("running")
     run.add_argument(
         "--outdir", type=Path, help="where metric-*.jsonl go (default: run folder or .)"
@@ -123,16 +111,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_eval)
 
 
-def protocol_names(text: str) -> list[str]:
-    """Registered names from a comma-separated list of names and aliases."""
-    names = [n.strip() for n in text.split(",") if n.strip()]
-    return list(dict.fromkeys(ALIASES.get(n, n) for n in names))  # each once, in order
-
-
 def default_outdir(args: argparse.Namespace) -> Path:
     """The model's (or autoencoder's) run folder if it is one, else the current directory."""
+    from pvdm.runs import RunFolder
+
     for given in (args.model, args.autoencoder):
-        if given and (Path(given) / "config.yaml").is_file():
+        if given and RunFolder(given).is_run():
             return Path(given)
     return Path.cwd()
 
@@ -155,17 +139,21 @@ def _notice(text: str, main: bool) -> None:
 
 
 def _eval(args: argparse.Namespace) -> int:
+    from pvdm.cli.common import sampling_request
     from pvdm.errors import ConfigError
-    from pvdm.metrics.protocols import get_protocol
+    from pvdm.metrics.protocols import get_protocol, protocol_names
     from pvdm.metrics.results import append_record, format_table
-    from pvdm.runtime import init_distributed, shutdown_distributed
+    from pvdm.metrics.sources import reported_sampling
+    from pvdm.runtime import check_device, init_distributed, shutdown_distributed
 
     protocols = [get_protocol(n) for n in protocol_names(args.metrics)]
     if not protocols:
         raise ConfigError("--metrics is empty; name at least one protocol, e.g. fvd2048_16f")
     if args.batch_size < 1 or args.workers < 0:
         raise ConfigError("--batch-size must be positive and --workers 0 or more")
-    check_numbers(args)  # --steps, --eta, --seed, --device: before any work
+    # --sampler, --steps, --eta, --seed, --device: checked before any work
+    args.request = sampling_request(args, reported_sampling())
+    check_device(args.device)
     info = init_distributed(args.device)
     try:
         records = _generative(args, [p for p in protocols if p.kind != "recon"], info)
@@ -173,7 +161,8 @@ def _eval(args: argparse.Namespace) -> int:
         if not info.is_main:
             return 0
         outdir = args.outdir or default_outdir(args)
-        options = {k: v for k, v in vars(args).items() if k not in ("func", "command")}
+        skip = ("func", "command", "request")
+        options = {k: v for k, v in vars(args).items() if k not in skip}
         paths = []
         for record in records:
             record.update(device=str(info.device), options=options)
@@ -213,14 +202,11 @@ def _generative(args: argparse.Namespace, protocols: list, info) -> list[dict]:
         fake = FolderVideos.open(args.fake, model=None, model_sha256=None)
     elif args.model is not None:
         pipe = _load_pipeline(args.model, info.device)
+        # unless a flag changed it, the reported sampling (its steps capped at the schedule)
+        changed = any(getattr(args, k) is not None for k in ("sampler", "steps", "eta"))
+        request = args.request if changed else None
         fake = GeneratedVideos(
-            pipe,
-            model=str(args.model),
-            sampler=args.sampler,
-            steps=args.steps,
-            eta=args.eta,
-            seed=args.seed,
-            model_sha256=model_hash,
+            pipe, model=str(args.model), request=request, seed=args.seed, model_sha256=model_hash
         )
     else:
         names = ", ".join(p.name for p in protocols)

@@ -5,21 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-SAMPLER_NAMES = ["ddim", "ddpm", "dpm"]
-
 
 def _add_sampling_args(p: argparse.ArgumentParser) -> None:
+    from pvdm.cli.common import add_sampling_args
+
     p.add_argument("--model", required=True, help="diffusion run folder or pipeline folder")
-    p.add_argument(
-        "--sampler",
-        choices=SAMPLER_NAMES,
-        default="ddim",
-        help="ddim (official strided DDIM), ddpm (1000-step ancestral), dpm (DPM-Solver++ 2M)",
-    )
-    p.add_argument("--steps", type=int, help="sampler steps (default: ddim 100, dpm 20, ddpm 1000)")
-    p.add_argument("--eta", type=float, help="DDIM eta (default: the official 1.0)")
+    add_sampling_args(p, seed_help="sample i uses seed + i (default 0)")
     p.add_argument("--guidance", type=float, default=0.0, help="official frame guidance w")
-    p.add_argument("--seed", type=int, default=0, help="sample i uses seed + i")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--device", default="auto")
     p.add_argument("--fps", type=float, default=8.0)
@@ -75,49 +67,29 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_reconstruct)
 
 
-def _sampler_settings(args: argparse.Namespace, num_timesteps: int) -> tuple[int, float]:
-    """(steps, eta) as given, else the samplers' defaults (`pvdm.diffusion.samplers`), checked
-    against the model's schedule."""
-    from pvdm.diffusion.samplers import DEFAULT_ETA, resolve_steps
-
-    steps = resolve_steps(args.sampler, args.steps, num_timesteps)
-    return steps, args.eta if args.eta is not None else DEFAULT_ETA
-
-
-def check_numbers(args: argparse.Namespace) -> None:
-    """Refuse flag values that would crash later or give a silently wrong result."""
+def _check_fps(fps: float) -> None:
     import math
 
     from pvdm.errors import ConfigError
 
-    def need(ok: bool, text: str) -> None:
-        if not ok:
-            raise ConfigError(text)
+    if not (math.isfinite(fps) and fps > 0):
+        raise ConfigError(f"--fps must be positive, got {fps}")
 
-    if getattr(args, "num", None) is not None:
-        need(args.num >= 1, f"--num must be at least 1, got {args.num}")
-    if getattr(args, "frames", None) is not None:
-        need(args.frames >= 1, f"--frames must be at least 1, got {args.frames}")
-    if getattr(args, "batch_size", None) is not None:
-        need(args.batch_size >= 1, f"--batch-size must be at least 1, got {args.batch_size}")
-    if getattr(args, "fps", None) is not None:
-        need(math.isfinite(args.fps) and args.fps > 0, f"--fps must be positive, got {args.fps}")
-    if getattr(args, "seed", None) is not None:
-        need(
-            args.seed >= 0 and args.seed + (getattr(args, "num", None) or 1) < 2**63,
-            f"--seed must lie in [0, 2**63 - --num), got {args.seed}",
-        )
-    for flag in ("eta", "guidance", "class_guidance"):
-        value = getattr(args, flag, None)
-        if value is not None:
-            name = "--" + flag.replace("_", "-")
-            need(math.isfinite(value) and value >= 0, f"{name} must be >= 0, got {value}")
-    if getattr(args, "steps", None) is not None:
-        need(args.steps >= 1, f"--steps must be at least 1, got {args.steps}")
-    if getattr(args, "device", "auto") != "auto":
-        from pvdm.runtime import check_device
 
-        check_device(args.device, "--device")
+def _request(args: argparse.Namespace, **fields):
+    """The generation request of `pvdm sample` / `pvdm continue`, checked before any work."""
+    from pvdm.cli.common import sampling_request
+
+    _check_fps(args.fps)
+    return sampling_request(
+        args,
+        num=args.num,
+        frames=args.frames,
+        guidance=args.guidance,
+        reencode=not args.latent_pass_through,
+        batch_size=args.batch_size,
+        **fields,
+    )
 
 
 def _pipeline(args: argparse.Namespace):
@@ -129,46 +101,17 @@ def _pipeline(args: argparse.Namespace):
 
 def _sample(args: argparse.Namespace) -> int:
     from pvdm.diffusion.outputs import prepare_output_folder, write_samples
+    from pvdm.runs import run_lock
 
-    check_numbers(args)
-    pipe = _pipeline(args)
-    steps, eta = _sampler_settings(args, pipe.schedule.num_timesteps)
     labels = [args.label] if args.label is not None else None
-    pipe.label_ids(labels, 1)  # a bad --class fails before any sampling
-    if args.class_guidance and labels is None:
-        from pvdm.errors import ConfigError
-
-        raise ConfigError("--class-guidance needs --class")
-    prepare_output_folder(args.out)
-    videos = pipe(
-        args.num,
-        args.frames,
-        seed=args.seed,
-        labels=labels,
-        sampler=args.sampler,
-        steps=steps,
-        eta=eta,
-        guidance=args.guidance,
-        class_guidance=args.class_guidance,
-        reencode=not args.latent_pass_through,
-        batch_size=args.batch_size,
-    )
-    settings = {
-        "command": "sample",
-        "model": str(args.model),
-        "num": args.num,
-        "frames": videos.shape[2],
-        "sampler": args.sampler,
-        "steps": steps,
-        "eta": eta,
-        "guidance": args.guidance,
-        "class": args.label,
-        "class_guidance": args.class_guidance,
-        "reencode": not args.latent_pass_through,
-        "seeds": [args.seed + i for i in range(args.num)],
-    }
-    write_samples(args.out, videos, settings, fps=args.fps, fmt=args.fmt)
-    print(f"wrote {args.num} videos of {videos.shape[2]} frames to {args.out}")
+    request = _request(args, labels=labels, class_guidance=args.class_guidance)
+    pipe = _pipeline(args)
+    request = pipe.resolve(request)
+    with run_lock(prepare_output_folder(args.out), "--out"):  # one command per folder
+        videos = pipe(request)
+        settings = {"command": "sample", "model": str(args.model), **request.record()}
+        write_samples(args.out, videos, settings, fps=args.fps, fmt=args.fmt)
+    print(f"wrote {request.num} videos of {videos.shape[2]} frames to {args.out}")
     return 0
 
 
@@ -177,45 +120,31 @@ def _continue(args: argparse.Namespace) -> int:
 
     from pvdm.diffusion.outputs import prepare_output_folder, write_samples
     from pvdm.errors import DataError
+    from pvdm.runs import run_lock
 
-    check_numbers(args)
+    request = _request(args)
     pipe = _pipeline(args)
-    steps, eta = _sampler_settings(args, pipe.schedule.num_timesteps)
+    request = pipe.resolve(request)
     res, clip = pipe.autoencoder.config.resolution, pipe.clip_frames
     video = load_video_for_model(args.video, res)
     if video.shape[1] < clip:
         raise DataError(
             f"{args.video} has {video.shape[1]} frames; continuing needs at least {clip}"
         )
-    prepare_output_folder(args.out)
-    generated = pipe(
-        args.num,
-        args.frames,
-        seed=args.seed,
-        sampler=args.sampler,
-        steps=steps,
-        eta=eta,
-        guidance=args.guidance,
-        reencode=not args.latent_pass_through,
-        batch_size=args.batch_size,
-        context=video[None],
-    )
-    given = video[None].expand(args.num, *video.shape)
-    full = torch.cat([given, generated], dim=2)
-    settings = {
-        "command": "continue",
-        "model": str(args.model),
-        "video": str(args.video),
-        "given_frames": video.shape[1],
-        "generated_frames": generated.shape[2],
-        "sampler": args.sampler,
-        "steps": steps,
-        "eta": eta,
-        "seeds": [args.seed + i for i in range(args.num)],
-    }
-    write_samples(args.out, full, settings, fps=args.fps, fmt=args.fmt)
+    with run_lock(prepare_output_folder(args.out), "--out"):  # one command per folder
+        generated = pipe(request, context=video[None])
+        given = video[None].expand(request.num, *video.shape)
+        full = torch.cat([given, generated], dim=2)
+        settings = {
+            "command": "continue",
+            "model": str(args.model),
+            "video": str(args.video),
+            "given_frames": video.shape[1],
+            **request.record(),
+        }
+        write_samples(args.out, full, settings, fps=args.fps, fmt=args.fmt)
     print(
-        f"wrote {args.num} continuation(s) to {args.out}: {video.shape[1]} given frames + "
+        f"wrote {request.num} continuation(s) to {args.out}: {video.shape[1]} given frames + "
         f"{generated.shape[2]} generated"
     )
     return 0
@@ -250,7 +179,11 @@ def _reconstruct(args: argparse.Namespace) -> int:
         raise PvdmError(f"--out {args.out} must end in .mp4, .gif or .png")
     if args.out.is_dir():
         raise PvdmError(f"--out {args.out} is a folder; give a file name ending in .mp4/.gif/.png")
-    check_numbers(args)
+    _check_fps(args.fps)
+    if args.num < 1 or args.seed < 0:
+        raise PvdmError(
+            f"--num must be at least 1 and --seed 0 or more, got {args.num}, {args.seed}"
+        )
     device = resolve_device(args.device)
     ae = load_model(args.autoencoder, expect="autoencoder").to(device).eval()
     res, frames = ae.config.resolution, ae.config.frames

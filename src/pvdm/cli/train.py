@@ -97,7 +97,7 @@ def _train_diffusion(args: argparse.Namespace) -> int:
 
 
 def _cache_latents(args: argparse.Namespace) -> int:
-    from pvdm.runlock import run_lock
+    from pvdm.runs import run_lock
 
     with run_lock(args.out, "--out"):  # two builds into one folder would mix their shards
         return _build_cache(args)

@@ -26,12 +26,13 @@ from pvdm.data import (
     to_model_range,
     write_video,
 )
+from pvdm.diffusion.sampling import SamplingConfig
 
 log = logging.getLogger(__name__)
 
 NUM_CLIPS = 8
 LONG_CLIPS = 8
-SAMPLER = {"sampler": "ddim", "steps": 50, "eta": 1.0}
+SAMPLING = SamplingConfig(sampler="ddim", steps=50, eta=1.0)
 FVD_FRAMES = 16
 MIN_SEC_PER_CLIP = 0.3  # I3D on a fast CPU core; below-budget plans are skipped without trying
 
@@ -69,7 +70,9 @@ def evaluate_and_generate(
     files.mkdir(parents=True, exist_ok=True)
     pipe = PVDMPipeline.from_pretrained(dm_run)
     frames = pipe.clip_frames
-    metrics: dict[str, Any] = {"sampler": dict(SAMPLER)}
+    metrics: dict[str, Any] = {
+        "sampler": {k: SAMPLING.record()[k] for k in ("sampler", "steps", "eta")}
+    }
     timings: dict[str, float] = {}
 
     # reconstruction of held-out clips
@@ -84,14 +87,14 @@ def evaluate_and_generate(
 
     # short videos: 16 frames (two clips of the debug preset's 8)
     t0 = time.perf_counter()
-    samples = pipe(NUM_CLIPS, max(16, frames), seed=seed, **SAMPLER, progress=True)
+    samples = pipe(SAMPLING, num=NUM_CLIPS, frames=max(16, frames), seed=seed)
     write_video(files / "samples.gif", samples, fps=8)
     write_video(files / "samples.png", samples)
     timings["samples"] = time.perf_counter() - t0
 
     # a long video, clip by clip
     t0 = time.perf_counter()
-    long = pipe(2, LONG_CLIPS * frames, seed=seed + 1000, **SAMPLER, progress=True)
+    long = pipe(SAMPLING, num=2, frames=LONG_CLIPS * frames, seed=seed + 1000)
     write_video(files / "long.gif", long, fps=8)
     write_video(files / "long.mp4", long, fps=8)
     write_video(files / "long.png", long, every=max(1, long.shape[2] // 16))
@@ -102,7 +105,7 @@ def evaluate_and_generate(
     t0 = time.perf_counter()
     given_and_future = _clips(ae_cfg.data, "test", 2, 3 * frames, seed + 1)
     given = given_and_future[:, :, :frames]
-    generated = pipe(2, 2 * frames, seed=seed + 2000, context=given, **SAMPLER, progress=True)
+    generated = pipe(SAMPLING, num=2, frames=2 * frames, seed=seed + 2000, context=given)
     real_video = given_and_future
     fake_video = torch.cat([given, generated], dim=2)
     write_video(files / "continuation.gif", torch.cat([real_video, fake_video], dim=-1), fps=8)
@@ -162,7 +165,7 @@ def _fvd_ladder(
     rungs = {
         FLOOR: heldout,
         "autoencoder reconstructions (rFVD)": join_frames(recon, heldout.shape[0]),
-        f"generated, {SAMPLER['sampler']}-{SAMPLER['steps']} eta {SAMPLER['eta']:g}": samples[:num],
+        f"generated, {SAMPLING.label()}": samples[:num],
         **baseline_videos(heldout, seed=seed),
     }
     ladder = fvd_ladder(ref_feats, detector, rungs)

@@ -16,6 +16,7 @@ import yaml
 
 from pvdm.atomic import atomic_write_text
 from pvdm.jsonl import read_lines
+from pvdm.runs import RunFolder
 
 
 def line_chart(
@@ -91,7 +92,7 @@ def line_chart(
 
 def read_stats(run: Path) -> list[dict[str, Any]]:
     """The rows of a run's stats.jsonl."""
-    path = Path(run) / "stats.jsonl"
+    path = RunFolder(run).stats
     if not path.is_file():
         return []
     return read_lines(path)

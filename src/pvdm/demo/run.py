@@ -86,14 +86,15 @@ def _data_overrides(data: str, resolution: int, frames: int) -> list[str]:
 
 def _steps_per_sec(run: Path) -> float:
     from pvdm.jsonl import read_lines
+    from pvdm.runs import RunFolder
 
-    rows = read_lines(run / "stats.jsonl")
+    rows = read_lines(RunFolder(run).stats)
     timed = [r for r in rows if "elapsed_sec" in r and r["elapsed_sec"] > 0]
     return timed[-1]["step"] / timed[-1]["elapsed_sec"]
 
 
 def _trained_to(run: Path, steps: int) -> bool:
-    from pvdm.train.checkpoint import RunFolder
+    from pvdm.runs import RunFolder
 
     states = RunFolder(run).states()
     return bool(states) and states[-1][0] >= steps

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import shutil
 from pathlib import Path
@@ -22,44 +23,49 @@ from pvdm.errors import PvdmError
 
 log = logging.getLogger(__name__)
 
-# The files write_samples writes (and temporary files of its atomic writes), and its PNG frame
-# folders (and their temporary folders).
-_OWN_FILE = re.compile(r"^(sample-\d{4,}\.(mp4|gif|mkv)|grid\.png|settings\.json|\..*\.tmp)$")
+# The files write_samples writes (and temporary files of its atomic writes), its PNG frame
+# folders (and their temporary folders), the staging folder of a write and the folder's lock.
+_OWN_FILE = re.compile(
+    r"^(sample-\d{4,}\.(mp4|gif|mkv)|grid\.png|settings\.json|\..*\.tmp|\.lock)$"
+)
 _OWN_FOLDER = re.compile(r"^\.?sample-\d{4,}(\..+)?$")
+_STAGING = ".staging"
 
 
 def _is_own(p: Path) -> bool:
     if p.is_file():
         return bool(_OWN_FILE.match(p.name))
+    if p.is_dir() and not p.is_symlink() and p.name == _STAGING:
+        return True
     if p.is_dir() and not p.is_symlink() and _OWN_FOLDER.match(p.name):
         return all(f.is_file() and f.suffix == ".png" for f in p.iterdir())
     return False
 
 
+def _remove(p: Path) -> None:
+    if p.is_dir() and not p.is_symlink():
+        shutil.rmtree(p)
+    else:
+        p.unlink(missing_ok=True)
+
+
 def prepare_output_folder(out: str | Path) -> Path:
-    """Make `out` ready for write_samples: create it, or clear the files an earlier
-    `pvdm sample`/`continue` wrote there (sample-*.mp4/.gif/.mkv, sample-* PNG frame folders,
-    grid.png, settings.json), so no stale video sits beside the new settings.json. A folder
-    holding anything else is refused."""
+    """Make `out` ready for write_samples before any sampling: create it, or check that it
+    holds only what an earlier `pvdm sample`/`continue` wrote there (sample-*.mp4/.gif/.mkv,
+    sample-* PNG frame folders, grid.png, settings.json). A folder holding anything else is
+    refused. Nothing is removed here: the earlier samples stay until the new ones are written
+    (`write_samples`), so a run stopped midway loses nothing."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise PvdmError(f"--out {out} is a file; give a folder for the videos")
     if out.is_dir():
-        entries = list(out.iterdir())
-        foreign = [p.name for p in entries if not _is_own(p)]
+        foreign = [p.name for p in out.iterdir() if not _is_own(p)]
         if foreign:
             shown = ", ".join(sorted(foreign)[:3])
             raise PvdmError(
                 f"--out {out} holds files pvdm sample did not write ({shown}); "
                 "choose an empty or new folder"
             )
-        if entries:
-            log.info("removing %d files of an earlier run from %s", len(entries), out)
-            for p in entries:
-                if p.is_dir():
-                    shutil.rmtree(p)
-                else:
-                    p.unlink()
     out.mkdir(parents=True, exist_ok=True)
     return out
 
@@ -79,24 +85,42 @@ def write_samples(
     """Write uint8 videos [B, C, T, H, W] into `out` as `sample-<i>.<fmt>` (png: a folder of
     frames `sample-<i>/`); returns their paths. settings.json records the format.
 
-    Call `prepare_output_folder(out)` once before the sampling: a file that appears in `out`
-    meanwhile does not throw the finished videos away (this writes beside it)."""
+    Everything is written into a staging folder first; only then do the new files replace what
+    an earlier run wrote (its files the new ones do not replace are removed), so a full disk or
+    a stop midway leaves the earlier samples whole. A file that appeared in `out` meanwhile is
+    left alone. Call `prepare_output_folder(out)` once before the sampling."""
     from pvdm.data import write_video
     from pvdm.data.write import write_frame_folder
 
     if fmt not in FORMATS:
         raise ValueError(f"unknown sample format {fmt!r}; use one of {', '.join(FORMATS)}")
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i, video in enumerate(videos):
-        stem = out / f"sample-{i:04d}"
-        if fmt == "png":
-            paths.append(write_frame_folder(stem, video))
-        else:
-            paths.append(write_video(stem.with_suffix(f".{fmt}"), video, fps=fps))
-    every = max(1, videos.shape[2] // 16)  # at most ~16 frames per row
-    write_video(out / "grid.png", videos, every=every)
-    settings = {**settings, "format": fmt, "lossless": fmt in LOSSLESS_FORMATS}
-    atomic_write_text(out / "settings.json", json.dumps(settings, indent=2))
-    return paths
+    stage = out / _STAGING
+    if stage.exists():
+        shutil.rmtree(stage)  # what a killed write left
+    stage.mkdir(parents=True)
+    try:
+        names = []
+        for i, video in enumerate(videos):
+            stem = stage / f"sample-{i:04d}"
+            if fmt == "png":
+                names.append(write_frame_folder(stem, video).name)
+            else:
+                names.append(write_video(stem.with_suffix(f".{fmt}"), video, fps=fps).name)
+        every = max(1, videos.shape[2] // 16)  # at most ~16 frames per row
+        write_video(stage / "grid.png", videos, every=every)
+        settings = {**settings, "format": fmt, "lossless": fmt in LOSSLESS_FORMATS}
+        atomic_write_text(stage / "settings.json", json.dumps(settings, indent=2))
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    new = {p.name for p in stage.iterdir()}
+    for old in out.iterdir():  # the earlier run's files that nothing new replaces
+        if old.name not in new and old.name not in (_STAGING, ".lock") and _is_own(old):
+            _remove(old)
+    for name in sorted(new):
+        if (out / name).is_dir():
+            shutil.rmtree(out / name)  # a folder cannot be replaced in one rename
+        os.replace(stage / name, out / name)
+    stage.rmdir()
+    return [out / name for name in names]

@@ -25,7 +25,8 @@ from tqdm import tqdm
 
 from pvdm.atomic import atomic_write_text
 from pvdm.data import from_model_range, to_model_range
-from pvdm.diffusion.samplers import DEFAULT_ETA, SAMPLERS, make_denoiser
+from pvdm.diffusion.samplers import Callback, evaluations, make_denoiser
+from pvdm.diffusion.sampling import SamplingConfig
 from pvdm.diffusion.schedule import NoiseSchedule
 from pvdm.errors import PvdmError
 from pvdm.models import TriplaneLatent, load_model, randn_latent
@@ -54,6 +55,12 @@ class PVDMPipeline:
         self.autoencoder = autoencoder.eval()
         self.schedule = schedule or NoiseSchedule()
         self.classes = list(classes) if classes else None
+        num_classes = getattr(getattr(unet, "config", None), "num_classes", None)
+        if self.classes and num_classes is not None and len(self.classes) != num_classes:
+            raise PvdmError(
+                f"the pipeline names {len(self.classes)} classes but the UNet has {num_classes}; "
+                "fix 'classes' in pipeline.json"
+            )
         self.latent_scale = float(latent_scale)
         ae = autoencoder.config
         self.clip_frames = ae.frames
@@ -126,22 +133,24 @@ class PVDMPipeline:
         return randn_latent(len(seeds), self.autoencoder.latent_shape(), gens, self.device)
 
     def label_ids(self, labels: Sequence[str | int] | None, num: int) -> torch.Tensor | None:
-        """Class names or indices as a tensor (None for an unconditional model)."""
+        """Class names or indices as a tensor (None for an unconditional model).
+
+        A string is a class name first (folders named `1/ 2/ 3/` are names), an index only when
+        no class has that name; an int is an index."""
         if labels is None:
             return None
-        if getattr(self.unet.config, "num_classes", None) is None:
+        num_classes = getattr(self.unet.config, "num_classes", None)
+        if num_classes is None:
             raise PvdmError("this model is not class-conditional; drop --class")
+        names = self.classes or []
         ids = []
         for label in labels:
-            if isinstance(label, str) and not label.isdigit():
-                if not self.classes or label not in self.classes:
-                    raise PvdmError(
-                        f"unknown class {label!r}; classes: {', '.join(self.classes or [])}"
-                    )
-                ids.append(self.classes.index(label))
-            else:
+            if isinstance(label, str) and label in names:
+                ids.append(names.index(label))
+            elif isinstance(label, int) or (isinstance(label, str) and label.isdigit()):
                 ids.append(int(label))
-        num_classes = self.unet.config.num_classes
+            else:
+                raise PvdmError(f"unknown class {label!r}; classes: {', '.join(names)}")
         for i in ids:
             if not 0 <= i < num_classes:  # index num_classes is the null (unconditional) token
                 raise PvdmError(
@@ -152,100 +161,119 @@ class PVDMPipeline:
             ids = ids * num
         return torch.tensor(ids, device=self.device)
 
+    def resolve(self, request: SamplingConfig | None = None, **fields: Any) -> SamplingConfig:
+        """`request` (default: the defaults) with `fields` changed, checked against this model:
+        steps, frames and seeds filled in, classes looked up. Its `record()` says what a run of
+        it did."""
+        request = (request or SamplingConfig()).replace(**fields)
+        request = request.validate(self.schedule.num_timesteps, self.clip_frames)
+        self.label_ids(request.labels, request.num)  # a bad class fails before any sampling
+        return request
+
     @torch.no_grad()
     def sample_latents(
         self,
+        request: SamplingConfig,
         seeds: Sequence[int],
         clip: int = 0,
         cond: TriplaneLatent | None = None,
         labels: torch.Tensor | None = None,
-        sampler: str = "ddim",
-        steps: int | None = None,
-        eta: float = DEFAULT_ETA,
-        guidance: float = 0.0,
-        class_guidance: float = 0.0,
-        progress: bool = False,
+        callback: Callback | None = None,
     ) -> TriplaneLatent:
-        """One clip's latents for each seed (clip k of a long video uses clip=k).
+        """One clip's latents for each of `seeds` with `request`'s sampler (clip k of a long
+        video uses clip=k).
 
         `cond` and the result are autoencoder latents (the UNet's space is `latent_scale` times
-        them). `steps` defaults to the sampler's `DEFAULT_STEPS`.
+        them). `callback` gets each sampler step (see `pvdm.diffusion.samplers`) and the network
+        evaluations of this clip so far (`evaluations`: guidance costs extra calls).
         """
         scale = self.latent_scale
         if cond is not None and scale != 1.0:
             cond = cond * scale
-        if sampler not in SAMPLERS:
-            raise PvdmError(f"unknown sampler {sampler!r}; choose from {', '.join(SAMPLERS)}")
         denoiser = make_denoiser(
-            self.unet, cond=cond, labels=labels, guidance=guidance, class_guidance=class_guidance
+            self.unet,
+            cond=cond,
+            labels=labels,
+            guidance=request.guidance,
+            class_guidance=request.class_guidance,
         )
-        z = SAMPLERS[sampler](
-            denoiser,
+        calls = 0
+
+        def counted(x: Any, t: torch.Tensor) -> Any:
+            nonlocal calls
+            calls += 1
+            return denoiser(x, t)
+
+        def report(info: dict[str, Any]) -> None:
+            if callback is not None:
+                callback({**info, "evaluations": calls * evaluations(denoiser)})
+
+        z = request.spec.fn(
+            counted,
             self._noise(seeds, clip),
             self.schedule,
-            steps,
-            eta=eta,
+            request.steps,
+            eta=request.eta,
             generator=[generator(mix_seed("sampler", s, clip), self.device) for s in seeds],
             clip_x0=scale,
-            progress=progress,
+            callback=report,
         )
         return z / scale if scale != 1.0 else z
 
     @torch.no_grad()
     def __call__(
         self,
-        num: int = 1,
-        frames: int | None = None,
+        request: SamplingConfig | None = None,
+        /,
         *,
-        seeds: Sequence[int] | None = None,
-        seed: int = 0,
-        labels: Sequence[str | int] | None = None,
-        sampler: str = "ddim",
-        steps: int | None = None,
-        eta: float = DEFAULT_ETA,
-        guidance: float = 0.0,
-        class_guidance: float = 0.0,
-        reencode: bool = True,
-        batch_size: int = 8,
         context: torch.Tensor | None = None,
+        callback: Callback | None = None,
         progress: bool = True,
+        **fields: Any,
     ) -> torch.Tensor:
-        """Generate `num` videos of `frames` frames (any length) as uint8 [B, C, T, H, W].
+        """Generate videos as uint8 [B, C, T, H, W]: `request` (a `SamplingConfig`, default its
+        defaults) with any of its fields changed by keyword, e.g.
+        `pipe(num=4, frames=64, sampler="dpm", steps=20, seed=0)`.
 
-        `seeds` defaults to seed, seed+1, ...; `context` (uint8 [B or 1, C, T', H, W], T' >=
-        one clip) continues given videos: their last clip conditions the first generated one.
-        `steps` defaults to the sampler's `DEFAULT_STEPS`, `eta` to `DEFAULT_ETA` (official: 1).
+        `context` (uint8 [B or 1, C, T', H, W], T' >= one clip) continues given videos: their
+        last clip conditions the first generated one. `callback` is called after every sampler
+        step with the sampler's dict plus `evaluations` (network evaluations of this clip so far),
+        `clip`, `num_clips`, `batch`, `num_batches` and `fraction` (of the whole request done);
+        raising from it stops the run.
         """
-        if frames is None:
-            frames = self.clip_frames
-        if frames < 1 or num < 1 or batch_size < 1:
-            raise PvdmError(
-                f"num, frames and batch_size must be at least 1, got {num}, {frames}, {batch_size}"
-            )
-        seeds = list(seeds) if seeds is not None else [seed + i for i in range(num)]
-        num_clips = -(-frames // self.clip_frames)
-        label_ids = self.label_ids(labels, len(seeds))
+        request = self.resolve(request, **fields)
+        seeds, batch_size, clip_frames = request.seed_list, request.batch_size, self.clip_frames
+        num_clips = -(-request.frames // clip_frames)
+        num_batches = -(-len(seeds) // batch_size)
+        label_ids = self.label_ids(request.labels, len(seeds))
         out = []
         bar = tqdm(total=len(seeds) * num_clips, desc="clips", unit="clip", disable=not progress)
-        for i in range(0, len(seeds), batch_size):
+        for b, i in enumerate(range(0, len(seeds), batch_size)):
             batch_seeds = seeds[i : i + batch_size]
             y = label_ids[i : i + batch_size] if label_ids is not None else None
             cond = None
             if context is not None:
                 ctx = context if context.shape[0] == 1 else context[i : i + batch_size]
                 ctx = ctx.expand(len(batch_seeds), *ctx.shape[1:])
-                cond = self.encode(ctx[:, :, -self.clip_frames :])
+                cond = self.encode(ctx[:, :, -clip_frames:])
             pieces = []
             for k in range(num_clips):
-                z = self.sample_latents(
-                    batch_seeds, k, cond, y, sampler, steps, eta, guidance, class_guidance
-                )
+
+                def on_step(info: dict[str, Any], b: int = b, k: int = k) -> None:
+                    done = (b * num_clips + k) * info["total"] + info["step"] + 1
+                    where = {"clip": k, "num_clips": num_clips, "batch": b}
+                    total = num_batches * num_clips * info["total"]
+                    callback(
+                        {**info, **where, "num_batches": num_batches, "fraction": done / total}
+                    )
+
+                z = self.sample_latents(request, batch_seeds, k, cond, y, callback and on_step)
                 video = self.decode(z)
                 pieces.append(video.cpu())
                 if k + 1 < num_clips:  # the next clip's condition
-                    cond = self.encode(video) if reencode else z
+                    cond = self.encode(video) if request.reencode else z
                 bar.update(len(batch_seeds))
-            out.append(torch.cat(pieces, dim=2)[:, :, :frames])
+            out.append(torch.cat(pieces, dim=2)[:, :, : request.frames])
         bar.close()
         return torch.cat(out)
 

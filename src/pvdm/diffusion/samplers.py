@@ -1,6 +1,6 @@
 """Samplers: plain functions of a denoiser, sharing one signature (as k-diffusion writes them).
 
-    sampler(denoiser, noise, schedule, steps=None, *, eta, generator, clip_x0, progress) -> x_0
+    sampler(denoiser, noise, schedule, steps=None, *, eta, generator, clip_x0, callback) -> x_0
 
 `denoiser(x_t, t)` predicts the noise (epsilon) for timesteps t [B]. Build it once with
 `make_denoiser(model, cond=..., labels=..., guidance=..., class_guidance=...)`, which wraps a
@@ -17,48 +17,32 @@ denoiser): the samplers only use its arithmetic, and the result has the same for
 - `dpm_solver_sample`: DPM-Solver++(2M) with x0 clamping; matches diffusers'
   `DPMSolverMultistepScheduler` (test_diffusion_samplers.py) and needs ~20 steps.
 
-Defaults live here once: `DEFAULT_STEPS` per sampler and `DEFAULT_ETA`; the pipeline and the CLI
-take them from here. `generator` is one `torch.Generator` or a list with one per sample: with a
-list, every sample's noise comes from its own generator, so outputs do not depend on the batch
-they were drawn in.
+`SAMPLERS` registers each one with its default step count (`SamplerSpec`); the request type
+`pvdm.diffusion.SamplingConfig` takes its defaults from there. `generator` is one
+`torch.Generator` or a list with one per sample: with a list, every sample's noise comes from its
+own generator, so outputs do not depend on the batch they were drawn in. `callback`, as in
+k-diffusion, is called after every step with a dict: `step` (0-based), `total` (steps),
+`t` (the timestep just denoised), `x` (the new sample) and `x0` (the clamped prediction); a
+progress bar reads it, and a cancel button raises from it.
 """
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from pvdm.diffusion.schedule import Latent, NoiseSchedule
 from pvdm.models.latent import Generator, TriplaneLatent, randn_latent
 
 Denoiser: TypeAlias = Callable[[Any, torch.Tensor], Any]
+Callback: TypeAlias = Callable[[dict[str, Any]], None]
 
-DEFAULT_STEPS = {"ddim": 100, "dpm": 20, "ddpm": 1000}
 DEFAULT_ETA = 1.0  # the official DDIM setting (the authors sample with eta 1)
-
-
-def resolve_steps(sampler: str, steps: int | None, num_timesteps: int) -> int:
-    """The step count a sampler runs: `steps` as given, else its default (capped at the
-    schedule's length); a count the sampler cannot run is one clear error."""
-    from pvdm.errors import ConfigError
-
-    if sampler not in DEFAULT_STEPS:
-        raise ConfigError(f"unknown sampler {sampler!r}; use one of {', '.join(DEFAULT_STEPS)}")
-    if steps is None:
-        steps = min(DEFAULT_STEPS[sampler], num_timesteps)
-    if sampler == "ddpm" and steps != num_timesteps:
-        raise ConfigError(
-            f"the ddpm sampler runs all {num_timesteps} steps of this model; drop --steps, or "
-            f"use the ddim sampler (eta 1) for {steps} steps"
-        )
-    if not 1 <= steps <= num_timesteps:
-        raise ConfigError(f"steps must lie in [1, {num_timesteps}] for this model, got {steps}")
-    return steps
 
 
 def randn_like(x: Latent, generator: Generator = None) -> Latent:
@@ -84,7 +68,13 @@ def guided(cond_eps: Denoiser, other_eps: Denoiser, scale: float) -> Denoiser:
     def denoise(x: Latent, t: torch.Tensor) -> Latent:
         return (1 + scale) * cond_eps(x, t) - scale * other_eps(x, t)
 
+    denoise.nfe = evaluations(cond_eps) + evaluations(other_eps)  # type: ignore[attr-defined]
     return denoise
+
+
+def evaluations(denoiser: Denoiser) -> int:
+    """Network evaluations one call of `denoiser` costs (1 unless guidance wraps it)."""
+    return getattr(denoiser, "nfe", 1)
 
 
 def make_denoiser(
@@ -101,6 +91,7 @@ def make_denoiser(
 
     Frame guidance (official): `(1 + w) eps(x, c) - w eps(x, 0)`, only when a condition is given.
     Class guidance, around that: `(1 + s) eps_w(x, c, y) - s eps(x, c, null)`.
+    `evaluations(denoiser)` says how many network calls each call costs.
     """
 
     def network(c: Any, y: torch.Tensor | None) -> Denoiser:
@@ -133,6 +124,11 @@ def _timesteps(x: Latent, t: int) -> torch.Tensor:
     return torch.full((len(x),), t, device=x.device, dtype=torch.long)
 
 
+def _report(callback: Callback | None, step: int, total: int, t: int, x: Latent, x0: Latent):
+    if callback is not None:
+        callback({"step": step, "total": total, "t": t, "x": x, "x0": x0})
+
+
 @torch.no_grad()
 def ddim_sample(
     denoiser: Denoiser,
@@ -143,30 +139,31 @@ def ddim_sample(
     eta: float = DEFAULT_ETA,
     generator: Generator = None,
     clip_x0: bool | float = True,
-    progress: bool = False,
+    callback: Callback | None = None,
 ) -> Latent:
     """The official strided DDIM sampler; `eta=1` is ancestral sampling on the sub-grid."""
-    steps = DEFAULT_STEPS["ddim"] if steps is None else steps
+    steps = SAMPLERS["ddim"].default_steps if steps is None else steps
     num_t = schedule.num_timesteps
     if not 1 <= steps <= num_t:
         raise ValueError(f"DDIM steps must be in [1, {num_t}], got {steps}")
     times = torch.linspace(-1, num_t - 1, steps + 1).int().tolist()[::-1]
     acp = schedule.alphas_cumprod.to(noise.device)
     x = noise.float()
-    for t, t_next in tqdm(list(itertools.pairwise(times)), desc="ddim", disable=not progress):
+    for i, (t, t_next) in enumerate(itertools.pairwise(times)):
         t_batch = _timesteps(x, t)
         eps = denoiser(x, t_batch)
         x0 = schedule.predict_x0(x, t_batch, eps)
         x0 = _clip(x0, clip_x0)
         if t_next < 0:
             x = x0
-            continue
-        alpha, alpha_next = acp[t], acp[t_next]
-        sigma = eta * ((1 - alpha / alpha_next) * (1 - alpha_next) / (1 - alpha)).sqrt()
-        c = (1 - alpha_next - sigma**2).sqrt()
-        x = x0 * alpha_next.sqrt() + c * eps
-        if eta > 0:
-            x = x + sigma * randn_like(x, generator)
+        else:
+            alpha, alpha_next = acp[t], acp[t_next]
+            sigma = eta * ((1 - alpha / alpha_next) * (1 - alpha_next) / (1 - alpha)).sqrt()
+            c = (1 - alpha_next - sigma**2).sqrt()
+            x = x0 * alpha_next.sqrt() + c * eps
+            if eta > 0:
+                x = x + sigma * randn_like(x, generator)
+        _report(callback, i, steps, t, x, x0)
     return x
 
 
@@ -180,7 +177,7 @@ def ddpm_sample(
     eta: float = DEFAULT_ETA,
     generator: Generator = None,
     clip_x0: bool | float = True,
-    progress: bool = False,
+    callback: Callback | None = None,
 ) -> Latent:
     """Official ancestral DDPM over every step: posterior mean, fixed-small variance.
 
@@ -191,7 +188,7 @@ def ddpm_sample(
     if steps not in (None, num_t):
         raise ValueError(f"DDPM runs all {num_t} steps; use ddim (eta=1) for {steps} steps")
     x = noise.float()
-    for t in tqdm(range(num_t - 1, -1, -1), desc="ddpm", disable=not progress):
+    for i, t in enumerate(range(num_t - 1, -1, -1)):
         t_batch = _timesteps(x, t)
         eps = denoiser(x, t_batch)
         x0 = schedule.predict_x0(x, t_batch, eps)
@@ -205,6 +202,7 @@ def ddpm_sample(
             x = mean + (0.5 * log_var).exp() * randn_like(x, generator)
         else:
             x = mean
+        _report(callback, i, num_t, t, x, x0)
     return x
 
 
@@ -224,7 +222,7 @@ def dpm_solver_sample(
     eta: float = DEFAULT_ETA,
     generator: Generator = None,
     clip_x0: bool | float = True,
-    progress: bool = False,
+    callback: Callback | None = None,
 ) -> Latent:
     """DPM-Solver++(2M) (Lu et al. 2022), data prediction, midpoint form, final step to sigma 0.
 
@@ -233,7 +231,50 @@ def dpm_solver_sample(
     sample_max_value=1). The last step is first order, as diffusers does when the final sigma
     is zero.
     """
-    steps = DEFAULT_STEPS["dpm"] if steps is None else steps
+    steps = SAMPLERS["dpm"].default_steps if steps is None else steps
+    return _dpm_solver_2m(denoiser, noise, schedule, steps, 0.0, None, clip_x0, callback)
+
+
+@torch.no_grad()
+def dpm_solver_sde_sample(
+    denoiser: Denoiser,
+    noise: Latent,
+    schedule: NoiseSchedule,
+    steps: int | None = None,
+    *,
+    eta: float = DEFAULT_ETA,
+    generator: Generator = None,
+    clip_x0: bool | float = True,
+    callback: Callback | None = None,
+) -> Latent:
+    """DPM-Solver++(2M) SDE: the same multistep solver with fresh noise at every step.
+
+    `eta` scales the noise: 1 is diffusers' `sde-dpmsolver++` (and k-diffusion's
+    `sample_dpmpp_2m_sde`), 0 is the deterministic `dpm_solver_sample`. The same time grid,
+    clamp and final first-order step to sigma 0.
+    """
+    steps = SAMPLERS["dpm-sde"].default_steps if steps is None else steps
+    return _dpm_solver_2m(denoiser, noise, schedule, steps, eta, generator, clip_x0, callback)
+
+
+def _dpm_solver_2m(
+    denoiser: Denoiser,
+    noise: Latent,
+    schedule: NoiseSchedule,
+    steps: int,
+    eta: float,
+    generator: Generator,
+    clip_x0: bool | float,
+    callback: Callback | None,
+) -> Latent:
+    """Multistep DPM-Solver++ of order 2 in VP terms (alpha_t, sigma_t, lambda = log alpha/sigma):
+
+        x' = sigma'/sigma e^(-eta h) x + alpha' (1 - e^(-(1 + eta) h)) (D + D1 / 2)
+             + sigma' sqrt(1 - e^(-2 eta h)) z,     h = lambda' - lambda,
+
+    with D the clamped x0 prediction and D1 = (D - D_prev) / r, r = h_prev / h (0 on the first
+    and the last step).
+    """
     timesteps = dpm_solver_timesteps(schedule.num_timesteps, steps)
     acp = schedule.alphas_cumprod.double()
     # alpha_t, sigma_t of each grid point, then the final point at sigma = 0 (alpha = 1)
@@ -242,28 +283,62 @@ def dpm_solver_sample(
     lambdas = [np.log(a) - np.log(s) if s > 0 else np.inf for a, s in zip(alphas, sigmas)]
     x = noise.float()
     x0_prev = None
-    for i, t in enumerate(tqdm(timesteps, desc="dpm-solver++", disable=not progress)):
+    for i, t in enumerate(timesteps):
         eps = denoiser(x, _timesteps(x, t))
         x0 = (x - sigmas[i] * eps) / alphas[i]
         x0 = _clip(x0, clip_x0)
-        h = lambdas[i + 1] - lambdas[i]
-        phi = float(np.expm1(-h))  # exp(-h) - 1
-        last = i == len(timesteps) - 1
-        ratio = sigmas[i + 1] / sigmas[i]
-        if x0_prev is None or last:
-            x = ratio * x - alphas[i + 1] * phi * x0
+        if i == len(timesteps) - 1:  # to sigma 0 (h = inf): first order, x' = x0
+            x = x0
         else:
-            r = float((lambdas[i] - lambdas[i - 1]) / h)
-            d1 = (x0 - x0_prev) / r
-            x = ratio * x - alphas[i + 1] * phi * x0 - 0.5 * alphas[i + 1] * phi * d1
+            h = lambdas[i + 1] - lambdas[i]
+            d = x0
+            if x0_prev is not None:
+                d = x0 + 0.5 * (x0 - x0_prev) / float((lambdas[i] - lambdas[i - 1]) / h)
+            decay = float(np.exp(-eta * h))
+            gain = -float(np.expm1(-(1 + eta) * h))
+            x = (sigmas[i + 1] / sigmas[i] * decay) * x + (alphas[i + 1] * gain) * d
+            if eta > 0:
+                spread = sigmas[i + 1] * float(np.sqrt(-np.expm1(-2 * eta * h)))
+                x = x + spread * randn_like(x, generator)
         x0_prev = x0
+        _report(callback, i, len(timesteps), t, x, x0)
     return x
 
 
 Sampler: TypeAlias = Callable[..., Latent]
 
-SAMPLERS: dict[str, Sampler] = {
-    "ddim": ddim_sample,
-    "ddpm": ddpm_sample,
-    "dpm": dpm_solver_sample,
+
+@dataclass(frozen=True)
+class SamplerSpec:
+    """A registered sampler: its function, default steps (None: every step of the schedule,
+    the only count it runs), whether it reads `eta`, and its name in charts."""
+
+    fn: Sampler
+    default_steps: int | None
+    uses_eta: bool
+    title: str
+
+    def resolve_steps(self, name: str, steps: int | None, num_timesteps: int) -> int:
+        """`steps` as given, else the default (capped at the schedule's length); a count this
+        sampler cannot run is one clear error."""
+        from pvdm.errors import ConfigError
+
+        if self.default_steps is None:
+            if steps not in (None, num_timesteps):
+                raise ConfigError(
+                    f"the {name} sampler runs all {num_timesteps} steps of this model; drop "
+                    f"--steps, or use the ddim sampler (eta 1) for {steps} steps"
+                )
+            return num_timesteps
+        steps = min(self.default_steps, num_timesteps) if steps is None else steps
+        if not 1 <= steps <= num_timesteps:
+            raise ConfigError(f"steps must lie in [1, {num_timesteps}] for this model, got {steps}")
+        return steps
+
+
+SAMPLERS: dict[str, SamplerSpec] = {
+    "ddim": SamplerSpec(ddim_sample, 100, True, "DDIM"),
+    "dpm": SamplerSpec(dpm_solver_sample, 20, False, "DPM-Solver++(2M)"),
+    "dpm-sde": SamplerSpec(dpm_solver_sde_sample, 20, True, "DPM-Solver++(2M) SDE"),
+    "ddpm": SamplerSpec(ddpm_sample, None, False, "DDPM"),
 }

@@ -12,7 +12,7 @@ used here, with one coefficient per sample.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -45,13 +45,7 @@ class DiffusionConfig:
     )
 
     def validate(self) -> None:
-        if self.num_timesteps < 2:
-            raise ConfigError(f"num_timesteps must be at least 2, got {self.num_timesteps}")
-        if not 0 < self.linear_start < self.linear_end < 1:
-            raise ConfigError(
-                "need 0 < linear_start < linear_end < 1, got "
-                f"{self.linear_start} and {self.linear_end}"
-            )
+        check_schedule(self.num_timesteps, self.linear_start, self.linear_end)
         if not 0 < self.latent_scale < 1e3:
             raise ConfigError(
                 f"latent_scale must be positive (and below 1000), got {self.latent_scale}"
@@ -66,12 +60,31 @@ class DiffusionConfig:
                 raise ConfigError(f"{name} must lie in [0, 1], got {value}")
 
 
+MAX_TIMESTEPS = 100_000  # far beyond any schedule in use; keeps a typo from filling memory
+
+
+def check_schedule(num_timesteps: Any, linear_start: Any, linear_end: Any) -> None:
+    """A schedule's numbers, or one `ConfigError`: a NaN or reversed range gives black videos."""
+    if isinstance(num_timesteps, bool) or not isinstance(num_timesteps, int):
+        raise ConfigError(f"num_timesteps must be a whole number, got {num_timesteps!r}")
+    if not 2 <= num_timesteps <= MAX_TIMESTEPS:
+        raise ConfigError(f"num_timesteps must lie in [2, {MAX_TIMESTEPS}], got {num_timesteps}")
+    numbers = all(
+        isinstance(v, int | float) and not isinstance(v, bool) for v in (linear_start, linear_end)
+    )
+    if not (numbers and 0 < linear_start < linear_end < 1):
+        raise ConfigError(
+            f"need 0 < linear_start < linear_end < 1, got {linear_start!r} and {linear_end!r}"
+        )
+
+
 class NoiseSchedule:
     """Per-step coefficients of the forward process, as float32 tensors (computed in float64)."""
 
     def __init__(
         self, num_timesteps: int = 1000, linear_start: float = 0.0015, linear_end: float = 0.0195
     ):
+        check_schedule(num_timesteps, linear_start, linear_end)
         betas = (
             np.linspace(linear_start**0.5, linear_end**0.5, num_timesteps, dtype=np.float64) ** 2
         )

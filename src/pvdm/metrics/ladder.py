@@ -16,6 +16,7 @@ functions take and return uint8 videos [B, C, T, H, W] and are deterministic giv
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -142,3 +143,56 @@ def shuffle_time(videos: torch.Tensor, fraction: float = 1.0, *, seed: int = 0) 
 def noise_videos(shape: tuple[int, ...], *, seed: int = 0) -> torch.Tensor:
     """Uniform random uint8 videos of `shape` (the "noise" baseline)."""
     return torch.randint(0, 256, shape, generator=generator(seed), dtype=torch.uint8)
+
+
+def ladder_clips(
+    data: Any, split: str, num: int, frames: int, seed: int
+) -> tuple[torch.Tensor, str]:
+    """`num` uint8 clips of `split` of `data` (a `pvdm.data.DataConfig`) and the split they
+    really came from: "train" when held-out clips were asked of data without a test split
+    (`open_heldout` warns, and a report records it)."""
+    from pvdm.data import eval_clips, open_dataset, open_heldout
+    from pvdm.errors import PvdmError
+
+    try:
+        dataset = open_dataset(data, clip_frames=frames, split=split)
+        usable = split != "test" or not dataset.unsplit
+    except PvdmError:
+        if split != "test":
+            raise
+        usable = False
+    if not usable:  # held-out clips of data without a test split: training clips, said loudly
+        dataset = open_heldout(data, clip_frames=frames, purpose="the ladder's held-out rungs")
+        split = "train"
+    return torch.cat([b["video"] for b in eval_clips(dataset, num, seed=seed)]), split
+
+
+def reference_features(
+    detector: Any, data: Any, num: int, seed: int, cache: Any = None
+) -> tuple[torch.Tensor, int]:
+    """Detector features of the reference set (`num` real 16-frame train clips, one per video
+    at offsets seeded by `seed`) and its size; kept in the file `cache` and reused while the
+    detector, the data, the count and the seed are the same."""
+    from pathlib import Path
+
+    key = {
+        "detector": json.dumps(detector.describe(), sort_keys=True),
+        "data": str(data.path),
+        "resolution": data.resolution,
+        "num": num,
+        "seed": seed,
+    }
+    path = Path(cache) if cache is not None else None
+    if path is not None and path.is_file():
+        saved = torch.load(path, weights_only=True)
+        if saved.get("key") == key:
+            return saved["features"], int(saved["clips"])
+    reference, _ = ladder_clips(data, "train", num, 16, seed)
+    features = detector(reference)
+    if path is not None:
+        from pvdm.atomic import atomic_path
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            torch.save({"key": key, "features": features, "clips": reference.shape[0]}, tmp)
+    return features, int(reference.shape[0])

@@ -56,6 +56,15 @@ from pvdm.weights import cache_dir, file_sha256, resolve_weights
 
 log = logging.getLogger(__name__)
 
+# Short names for the registered protocols (`pvdm eval --metrics fvd,isv`).
+ALIASES = {
+    "fvd": "fvd2048_16f",
+    "fvd128": "fvd2048_128f",
+    "drift": "fvd2048_128f_window16f",
+    "isv": "isv2048_ucf",
+    "is": "isv2048_ucf",
+    "recon": "recon2048_16f",
+}
 ONE_CLIP_PER_VIDEO = "one clip per video at seeded random offset, shorter videos skipped"
 _NAME = re.compile(r"^(?P<prefix>[a-z]+)(?P<num>\d+)(?P<suffix>_\w+)$")
 
@@ -128,6 +137,12 @@ PROTOCOLS: dict[str, Protocol] = {
         ),
     ]
 }
+
+
+def protocol_names(text: str) -> list[str]:
+    """Registered names from a comma-separated list of names and `ALIASES`."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    return list(dict.fromkeys(ALIASES.get(n, n) for n in names))  # each once, in order
 
 
 def get_protocol(name: str) -> Protocol:

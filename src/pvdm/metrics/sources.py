@@ -332,36 +332,34 @@ class FolderVideos:
 # --- generated videos -----------------------------------------------------------------------
 
 
-REPORTED_DDIM_STEPS = 400  # the DDIM steps PVDM's FVDs are reported with
+def reported_sampling():
+    """The sampling PVDM's FVDs are reported with: the official DDIM, 400 steps, eta 1."""
+    from pvdm.diffusion.sampling import SamplingConfig
+
+    return SamplingConfig(sampler="ddim", steps=400, eta=1.0)
 
 
 @dataclass
 class GeneratedVideos:
     """Fake videos made by a `PVDMPipeline`: sample i from seed `seed + i`.
 
-    `seed=None` uses the protocol's seed. The defaults are the sampling PVDM reports with:
-    the official DDIM, 400 steps (capped at the schedule), eta 1, on the EMA weights that
-    snapshots hold; other samplers default as `pvdm.diffusion.resolve_steps` says. Steps the
-    sampler cannot run are a ConfigError here, before any work.
+    `seed=None` uses the protocol's seed. `request` (a `SamplingConfig`; its seed is not used)
+    defaults to `reported_sampling()`, on the EMA weights that snapshots hold, with the steps
+    capped at the model's schedule; it is checked against the model here, before any work.
     """
 
     pipe: Any  # pvdm.diffusion.pipeline.PVDMPipeline
     model: str
-    sampler: str = "ddim"
-    steps: int | None = None
-    eta: float | None = None
+    request: Any = None  # pvdm.diffusion.SamplingConfig
     seed: int | None = None
     model_sha256: dict[str, str] | None = None
 
     def __post_init__(self) -> None:
-        from pvdm.diffusion.samplers import DEFAULT_ETA, resolve_steps
-
         num_timesteps = int(self.pipe.schedule.num_timesteps)
-        steps = self.steps
-        if steps is None and self.sampler == "ddim":
-            steps = min(REPORTED_DDIM_STEPS, num_timesteps)
-        self.steps = resolve_steps(self.sampler, steps, num_timesteps)
-        self.eta = DEFAULT_ETA if self.eta is None else self.eta
+        if self.request is None:
+            reported = reported_sampling()
+            self.request = reported.replace(steps=min(reported.steps, num_timesteps))
+        self.request = self.pipe.resolve(self.request)
 
     def native_resolution(self) -> int:
         """The resolution the pipeline generates at."""
@@ -374,13 +372,12 @@ class GeneratedVideos:
     def describe(self, protocol: Protocol) -> dict[str, Any]:
         """What the result record says about the fake videos (sampling settings included)."""
         base = self.seed_base(protocol)
+        sampling = self.request.record()
         return {
             "source": "model",
             "model": self.model,
             "model_sha256": self.model_sha256,
-            "sampler": self.sampler,
-            "steps": self.steps,
-            "eta": self.eta,
+            **{k: sampling[k] for k in ("sampler", "steps", "eta", "guidance")},
             "seeds": [base, base + protocol.num_fake - 1],  # first and last
         }
 
@@ -402,12 +399,9 @@ class GeneratedVideos:
         for k in range(0, len(mine), batch_size):
             chunk = mine[k : k + batch_size]
             videos = self.pipe(
-                len(chunk),
-                span_of(protocol),
+                self.request,
+                frames=span_of(protocol),
                 seeds=[base + i for i in chunk],
-                sampler=self.sampler,
-                steps=self.steps,
-                eta=self.eta,
                 batch_size=batch_size,
                 progress=False,
             )

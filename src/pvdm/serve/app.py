@@ -14,18 +14,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pvdm.diffusion.samplers import DEFAULT_ETA
+from pvdm.diffusion.sampling import SamplingConfig
 from pvdm.errors import PvdmError
 from pvdm.serve.model_card import model_card
-from pvdm.serve.studio import DEFAULT_SAMPLER, NO_CLASS, Cancelled, Studio
+from pvdm.serve.studio import NO_CLASS, Cancelled, Studio
 
 log = logging.getLogger(__name__)
 
-SAMPLER_CHOICES = [
-    ("DPM-Solver++ 2M (fast)", "dpm"),
-    ("DDIM (official, strided)", "ddim"),
-    ("DDPM (ancestral, every step)", "ddpm"),
-]
+DEFAULTS = SamplingConfig()
 UPLOAD_TYPES = [".mp4", ".m4v", ".avi", ".mkv", ".webm", ".mov", ".gif", ".mpg", ".mpeg"]
 UPLOAD_TYPES += [".wmv", ".flv", ".ogv", ".3gp", ".ts"]
 
@@ -42,12 +38,33 @@ def import_gradio() -> Any:
     return gr
 
 
+def whole(value: Any, what: str) -> int:
+    """A page number as an int; a fraction or a non-number is one clear error."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value  # exact, however large (a float would round a 64-bit seed)
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise PvdmError(f"{what} must be a whole number, got {value!r}") from None
+    if not number.is_integer():
+        raise PvdmError(f"{what} must be a whole number, got {value!r}")
+    return int(number)
+
+
+def owner_of(request: Any) -> str | None:
+    """The client a job belongs to: Gradio's session of the page or API client."""
+    return getattr(request, "session_hash", None) or None
+
+
 def build_app(studio: Studio, model_dir: str | Path) -> Any:
     """The page (a `gradio.Blocks`) for one studio."""
     gr = import_gradio()
+    from pvdm.diffusion.samplers import SAMPLERS
+
     classes = studio.classes
     clip = studio.clip_frames
-    default_steps = studio.default_steps(DEFAULT_SAMPLER)
+    default_steps = studio.default_steps(DEFAULTS.sampler)
+    sampler_choices = [(f"{spec.title} ({name})", name) for name, spec in SAMPLERS.items()]
     lim = studio.limits
     card = model_card(studio.pipe, model_dir)
 
@@ -65,24 +82,38 @@ def build_app(studio: Studio, model_dir: str | Path) -> Any:
     def progress_of(progress: Any):
         return lambda fraction, desc: progress(fraction, desc=desc)
 
+    def request_of(sampler: str, steps: float, eta: float, seed: float, guidance: float, **rest):
+        """The page's values as a SamplingConfig (checked by the studio)."""
+        if sampler not in SAMPLERS:
+            raise PvdmError(f"unknown sampler {sampler!r}; use one of {', '.join(SAMPLERS)}")
+        fixed = SAMPLERS[sampler].default_steps is None  # the slider's number does not apply
+        return SamplingConfig(
+            sampler=sampler, steps=None if fixed else whole(steps, "steps"), eta=float(eta),
+            seed=whole(seed, "seed"), guidance=float(guidance), **rest,
+        )  # fmt: skip
+
     def run_sample(
         num: float = 1,
         frames: float = clip,
-        sampler: str = DEFAULT_SAMPLER,
+        sampler: str = DEFAULTS.sampler,
         steps: float = default_steps,
-        eta: float = DEFAULT_ETA,
+        eta: float = DEFAULTS.eta,
         seed: float = 0,
         label: str = NO_CLASS,
         class_guidance: float = 0.0,
         guidance: float = 0.0,
+        request: gr.Request = None,
         progress: Any = gr.Progress(),  # noqa: B008 (Gradio's way of asking for a progress bar)
     ):
         """Generate videos; returns (gallery, mp4 files, settings with seeds and seconds)."""
         try:
             result = studio.sample(
-                int(num), int(frames), sampler=sampler, steps=int(steps), eta=eta,
-                seed=int(seed), label=label, class_guidance=class_guidance, guidance=guidance,
-                progress=progress_of(progress),
+                request_of(
+                    sampler, steps, eta, seed, guidance, num=whole(num, "videos"),
+                    frames=whole(frames, "frames"), labels=label or None,
+                    class_guidance=float(class_guidance) if label not in (None, NO_CLASS) else 0.0,
+                ),
+                progress=progress_of(progress), owner=owner_of(request),
             )  # fmt: skip
         except Exception as e:
             raise on_error(e) from None
@@ -93,11 +124,12 @@ def build_app(studio: Studio, model_dir: str | Path) -> Any:
     def run_continue(
         video: str | None,
         frames: float = 2 * clip,
-        sampler: str = DEFAULT_SAMPLER,
+        sampler: str = DEFAULTS.sampler,
         steps: float = default_steps,
-        eta: float = DEFAULT_ETA,
+        eta: float = DEFAULTS.eta,
         seed: float = 0,
         guidance: float = 0.0,
+        request: gr.Request = None,
         progress: Any = gr.Progress(),  # noqa: B008
     ):
         """Continue an uploaded video; returns (given video, given + continuation, settings)."""
@@ -105,8 +137,9 @@ def build_app(studio: Studio, model_dir: str | Path) -> Any:
             raise gr.Error("upload a video first")
         try:
             result = studio.continue_video(
-                video, int(frames), sampler=sampler, steps=int(steps), eta=eta, seed=int(seed),
-                guidance=guidance, progress=progress_of(progress),
+                video,
+                request_of(sampler, steps, eta, seed, guidance, frames=whole(frames, "frames")),
+                progress=progress_of(progress), owner=owner_of(request),
             )  # fmt: skip
         except Exception as e:
             raise on_error(e) from None
@@ -114,22 +147,24 @@ def build_app(studio: Studio, model_dir: str | Path) -> Any:
         return str(given), str(full), result.info
 
     def sampler_changed(sampler: str):
-        ddpm = sampler == "ddpm"
+        spec = SAMPLERS[sampler]
         return (
-            gr.update(value=studio.default_steps(sampler), interactive=not ddpm),
-            gr.update(visible=sampler == "ddim"),
+            gr.update(
+                value=studio.default_steps(sampler), interactive=spec.default_steps is not None
+            ),
+            gr.update(visible=spec.uses_eta),
         )
 
     def sampling_controls():
         with gr.Row():
-            sampler = gr.Dropdown(SAMPLER_CHOICES, value=DEFAULT_SAMPLER, label="sampler")
+            sampler = gr.Dropdown(sampler_choices, value=DEFAULTS.sampler, label="sampler")
             steps = gr.Slider(
                 1, studio.pipe.schedule.num_timesteps, value=default_steps, step=1, label="steps",
                 info="DDPM always takes every step of the schedule",
             )  # fmt: skip
             eta = gr.Slider(
-                0.0, 1.0, value=DEFAULT_ETA, step=0.05, label="eta (DDIM)", visible=False,
-                info="1: ancestral (official), 0: deterministic",
+                0.0, 1.0, value=DEFAULTS.eta, step=0.05, label="eta", visible=DEFAULTS.spec.uses_eta,
+                info="noise of the stochastic samplers; DDIM: 1 ancestral (official), 0 deterministic",
             )  # fmt: skip
         with gr.Row():
             seed = gr.Number(value=0, precision=0, label="seed", info="video i uses seed + i")
@@ -207,9 +242,9 @@ def build_app(studio: Studio, model_dir: str | Path) -> Any:
                 lambda: model_card(studio.pipe, model_dir), None, card_md, api_visibility="private"
             )
 
-        def cancel_job() -> None:
-            """Stop the running job at its next denoising step."""
-            studio.cancel()
+        def cancel_job(request: gr.Request = None) -> None:
+            """Stop this client's running job at its next denoising step."""
+            studio.cancel(owner_of(request))
 
         for button, api in ((cancel, "public"), (c_cancel, "private")):
             # Gradio's own cancel frees the queue slot but cannot stop a function running in a
@@ -218,7 +253,25 @@ def build_app(studio: Studio, model_dir: str | Path) -> Any:
                 cancel_job, None, None, cancels=[sample_event, continue_event], queue=False,
                 api_name="cancel" if api == "public" else None, api_visibility=api,
             )  # fmt: skip
+        for block in demo.blocks.values():
+            if isinstance(block, gr.Slider | gr.Number):
+                quiet_bounds(gr, block)
     return demo
+
+
+def quiet_bounds(gr: Any, component: Any) -> None:
+    """An out-of-range value of `component` (from the API: the page's sliders keep to their
+    range) is refused with its message and one log line, without a traceback in the log."""
+    check = component.preprocess
+
+    def preprocess(payload: Any) -> Any:
+        try:
+            return check(payload)
+        except gr.Error as e:
+            log.info("request refused: %s", e.message)
+            raise gr.Error(e.message, print_exception=False) from None
+
+    component.preprocess = preprocess
 
 
 def launch(

@@ -1,14 +1,15 @@
 """The work behind the serve page: sampling and continuing videos with one loaded pipeline.
 
-Web-free, so it is testable on its own. One job runs at a time (the page queues the rest): a
-forward hook on the UNet counts denoiser evaluations, which drives the progress bar (the
-sampler's steps and the clips) and lets a cancel request stop the job at the next step.
-Outputs go to the studio's own folder, one subfolder per job, oldest pruned.
+Web-free, so it is testable on its own. One job runs at a time (the page queues the rest). A
+job is a `SamplingConfig` run by the pipeline, whose step callback drives the progress bar (the
+sampler's steps and the clips) and lets a cancel request stop the job at its next step; a job
+belongs to the client that asked for it, and only that client's cancel stops it. Outputs go to
+the studio's own folder, one subfolder per job, oldest pruned; the folder is locked while the
+studio lives, so two servers never prune each other's jobs.
 """
 
 from __future__ import annotations
 
-import bisect
 import contextlib
 import itertools
 import json
@@ -24,11 +25,10 @@ from typing import Any
 import torch
 
 from pvdm.diffusion.pipeline import PVDMPipeline
-from pvdm.diffusion.samplers import DEFAULT_ETA, resolve_steps
+from pvdm.diffusion.sampling import SamplingConfig
 from pvdm.errors import DataError, PvdmError
+from pvdm.runs import run_lock
 
-# The fast solver first: it is the default of the page and of the API.
-DEFAULT_SAMPLER = "dpm"
 NO_CLASS = "(unconditional)"
 # Written into an output folder serve creates: only such a folder is served and pruned.
 OUT_MARKER = ".pvdm-serve"
@@ -72,11 +72,18 @@ class Studio:
     ):
         self.pipe = pipe
         self.out_dir = prepare_out_dir(out_dir)
+        self._folder_lock = contextlib.ExitStack()  # held until close(): one server per folder
+        self._folder_lock.enter_context(run_lock(self.out_dir, "--out"))
         self.fps = fps
         self.limits = limits or Limits()
         self._cancel = threading.Event()
+        self._owner: str | None = None  # who asked for the running job
         self._lock = threading.Lock()  # one job at a time, whatever calls us
         self._jobs = itertools.count(1)
+
+    def close(self) -> None:
+        """Release the output folder (another studio may use it then)."""
+        self._folder_lock.close()
 
     # ---- what the model offers -------------------------------------------------------
     @property
@@ -95,68 +102,41 @@ class Studio:
         return self.pipe.autoencoder.config.resolution
 
     def default_steps(self, sampler: str) -> int:
-        """The steps `sampler` runs when none are given (pvdm.diffusion.resolve_steps)."""
-        return resolve_steps(sampler, None, self.pipe.schedule.num_timesteps)
+        """The steps `sampler` runs when none are given."""
+        return self.pipe.resolve(sampler=sampler).steps
 
-    def cancel(self) -> None:
-        """Ask the running job (if any) to stop at its next denoising step."""
+    def cancel(self, owner: str | None = None) -> bool:
+        """Stop the running job at its next denoising step, if `owner` asked for it (None:
+        whoever did). Returns whether a job was told to stop."""
+        if self._owner is None or (owner is not None and owner != self._owner):
+            return False
         self._cancel.set()
+        return True
 
     # ---- jobs ------------------------------------------------------------------------
     def sample(
         self,
-        num: int = 1,
-        frames: int | None = None,
+        request: SamplingConfig | None = None,
+        /,
         *,
-        sampler: str = DEFAULT_SAMPLER,
-        steps: int | None = None,
-        eta: float = DEFAULT_ETA,
-        seed: int = 0,
-        label: str | None = None,
-        class_guidance: float = 0.0,
-        guidance: float = 0.0,
         progress: ProgressFn | None = None,
+        owner: str | None = None,
+        **fields: Any,
     ) -> Result:
-        """`num` videos of `frames` frames (default one clip); video i uses seed + i."""
-        frames = int(frames or self.clip_frames)
-        num = int(num)
-        self._check_counts(num, frames)
-        steps = self._steps(sampler, steps)
-        label = None if label in (None, "", NO_CLASS) else label
-        labels = [label] if label is not None else None
-        seeds = [int(seed) + i for i in range(num)]
-        num_clips = -(-frames // self.clip_frames)
-        calls = [
-            self._calls(sampler, steps, k > 0, guidance, labels, class_guidance)
-            for k in range(num_clips)
-        ]
-        with self._job(calls, num_clips, progress) as (folder, started):
-            videos = self.pipe(
-                num,
-                frames,
-                seeds=seeds,
-                labels=labels,
-                sampler=sampler,
-                steps=steps,
-                eta=float(eta),
-                guidance=float(guidance),
-                class_guidance=float(class_guidance) if labels else 0.0,
-                batch_size=num,
-                progress=False,
-            )
+        """Videos for `request` (a `SamplingConfig`, or its fields by keyword; `labels`
+        NO_CLASS means none); video i uses seed + i. `owner` names the client (for cancel)."""
+        request = (request or SamplingConfig()).replace(**fields)
+        if request.labels is not None and tuple(request.labels) in ((None,), ("",), (NO_CLASS,)):
+            request = request.replace(labels=None)
+        request = self._resolve(request.replace(batch_size=request.num))
+        with self._job(progress, owner) as (folder, started, on_step):
+            videos = self.pipe(request, callback=on_step, progress=False)
+            seeds = request.seed_list
             paths = [self._write(folder / f"sample-{s}.mp4", v) for s, v in zip(seeds, videos)]
             info = {
                 "action": "sample",
-                "videos": num,
-                "frames": int(videos.shape[2]),
-                "clips_per_video": num_clips,
-                "sampler": sampler,
-                "steps": steps,
-                "eta": float(eta) if sampler == "ddim" else None,
-                "frame_guidance": float(guidance),
-                "class": label,
-                "class_guidance": float(class_guidance) if labels else None,
-                "seeds": seeds,
+                **request.record(),
+                "clips_per_video": -(-request.frames // self.clip_frames),
                 "seconds": round(time.perf_counter() - started, 2),
             }
             _write_info(folder, info)
@@ -165,77 +145,48 @@ class Studio:
     def continue_video(
         self,
         video: str | Path,
-        frames: int | None = None,
+        request: SamplingConfig | None = None,
+        /,
         *,
-        sampler: str = DEFAULT_SAMPLER,
-        steps: int | None = None,
-        eta: float = DEFAULT_ETA,
-        seed: int = 0,
-        guidance: float = 0.0,
         progress: ProgressFn | None = None,
+        owner: str | None = None,
+        **fields: Any,
     ) -> Result:
-        """Continue an uploaded video by `frames` frames; returns [given, given + continuation]."""
-        frames = int(frames or 2 * self.clip_frames)
-        self._check_counts(1, frames)
-        steps = self._steps(sampler, steps)
+        """Continue an uploaded video by `request.frames` frames (default two clips), one
+        continuation; returns [given, given + continuation]."""
+        request = (request or SamplingConfig(frames=2 * self.clip_frames)).replace(**fields)
+        request = self._resolve(request.replace(num=1, seeds=None, labels=None))
         given, total = self._read_upload(Path(video))
-        num_clips = -(-frames // self.clip_frames)
-        calls = [self._calls(sampler, steps, True, guidance, None, 0.0) for _ in range(num_clips)]
-        with self._job(calls, num_clips, progress) as (folder, started):
-            generated = self.pipe(
-                1,
-                frames,
-                seeds=[int(seed)],
-                sampler=sampler,
-                steps=steps,
-                eta=float(eta),
-                guidance=float(guidance),
-                context=given[None],
-                progress=False,
-            )
+        with self._job(progress, owner) as (folder, started, on_step):
+            generated = self.pipe(request, context=given[None], callback=on_step, progress=False)
             full = torch.cat([given[None], generated], dim=2)
             paths = [
                 self._write(folder / "given.mp4", given),
-                self._write(folder / f"continued-{seed}.mp4", full[0]),
+                self._write(folder / f"continued-{request.seed}.mp4", full[0]),
             ]
             info = {
                 "action": "continue",
                 "upload_frames": total,
                 "given_frames": int(given.shape[1]),
                 "generated_frames": int(generated.shape[2]),
-                "frames": int(full.shape[2]),
                 "resolution": self.resolution,
-                "sampler": sampler,
-                "steps": steps,
-                "eta": float(eta) if sampler == "ddim" else None,
-                "frame_guidance": float(guidance),
-                "seeds": [int(seed)],
+                **request.record(),
+                "frames": int(full.shape[2]),
                 "seconds": round(time.perf_counter() - started, 2),
             }
             _write_info(folder, info)
         return Result(paths, info)
 
     # ---- helpers ---------------------------------------------------------------------
-    def _check_counts(self, num: int, frames: int) -> None:
+    def _resolve(self, request: SamplingConfig) -> SamplingConfig:
+        """The request checked against the model and the page's limits."""
+        request = self.pipe.resolve(request)
         lim = self.limits
-        if not 1 <= num <= lim.max_videos:
-            raise PvdmError(f"number of videos must be 1..{lim.max_videos}, got {num}")
-        if not 1 <= frames <= lim.max_frames:
-            raise PvdmError(f"frames must be 1..{lim.max_frames}, got {frames}")
-
-    def _steps(self, sampler: str, steps: int | float | None) -> int:
-        """pvdm.diffusion.resolve_steps, except that ddpm ignores a step count from the page
-        (ancestral sampling visits every timestep; the page's slider still holds a number)."""
-        if sampler == "ddpm":
-            steps = None
-        return resolve_steps(
-            sampler, int(steps) if steps else None, self.pipe.schedule.num_timesteps
-        )
-
-    def _calls(self, sampler, steps, has_cond, guidance, labels, class_guidance) -> int:
-        """UNet evaluations of one clip (frame and class guidance each add one per step)."""
-        per_step = 1 + int(has_cond and guidance != 0) + int(bool(labels) and class_guidance != 0)
-        return steps * per_step
+        if not 1 <= request.num <= lim.max_videos:
+            raise PvdmError(f"number of videos must be 1..{lim.max_videos}, got {request.num}")
+        if not 1 <= request.frames <= lim.max_frames:
+            raise PvdmError(f"frames must be 1..{lim.max_frames}, got {request.frames}")
+        return request
 
     def _read_upload(self, path: Path) -> tuple[torch.Tensor, int]:
         """The last frames of an upload (as many as it has, at most the page's limit) at the
@@ -280,38 +231,33 @@ class Studio:
 
     @contextlib.contextmanager
     def _job(
-        self, calls: list[int], num_clips: int, progress: ProgressFn | None
-    ) -> Iterator[tuple[Path, float]]:
-        """Run one job: a fresh folder, the progress/cancel hook on the UNet, cleanup."""
+        self, progress: ProgressFn | None, owner: str | None
+    ) -> Iterator[tuple[Path, float, Callable[[dict[str, Any]], None]]]:
+        """Run one job: a fresh folder, the step callback (progress and cancel), cleanup."""
         with self._lock:
             self._cancel.clear()
+            self._owner = owner or "anyone"
             # named by time first, so that pruning by name removes the oldest across restarts
             stamp = time.strftime("%Y%m%d-%H%M%S")
             folder = self.out_dir / f"job-{stamp}-{os.getpid()}-{next(self._jobs):05d}"
             folder.mkdir(parents=True)
             self._prune()
-            total, bounds = sum(calls), list(itertools.accumulate(calls))
-            done = 0
 
-            def hook(module, args, output):
-                nonlocal done
+            def on_step(info: dict[str, Any]) -> None:
                 if self._cancel.is_set():
                     raise Cancelled("the job was cancelled")
-                done += 1
                 if progress is not None:
-                    clip = min(bisect.bisect_left(bounds, done), num_clips - 1)
-                    progress(min(done / max(total, 1), 1.0), f"clip {clip + 1}/{num_clips}")
+                    progress(info["fraction"], f"clip {info['clip'] + 1}/{info['num_clips']}")
 
-            handle = self.pipe.unet.register_forward_hook(hook)
             try:
                 if progress is not None:
-                    progress(0.0, f"clip 1/{num_clips}")
-                yield folder, time.perf_counter()
+                    progress(0.0, "clip 1")
+                yield folder, time.perf_counter(), on_step
             except BaseException:
                 shutil.rmtree(folder, ignore_errors=True)
                 raise
             finally:
-                handle.remove()
+                self._owner = None
 
     def _prune(self) -> None:
         jobs = sorted(p for p in self.out_dir.glob("job-*") if p.is_dir())

@@ -33,10 +33,18 @@ from pvdm.data import (
 from pvdm.errors import ConfigError, PvdmError
 from pvdm.models import load_model
 from pvdm.models.autoencoder import AutoencoderConfig, TriplaneAutoencoder
-from pvdm.runtime import DistInfo, all_reduce_sum, any_rank, autocast, init_distributed
+from pvdm.runs import RunFolder
+from pvdm.runtime import (
+    DistInfo,
+    all_reduce_sum,
+    any_rank,
+    autocast,
+    init_distributed,
+    local_batch_size,
+)
+from pvdm.seeds import step_seed
 from pvdm.train.ae_loss import AutoencoderLoss, AutoencoderLossConfig, PreTanhProbe
 from pvdm.train.checkpoint import (
-    RunFolder,
     TrainingState,
     load_latest_training_state,
     load_training_state,
@@ -52,11 +60,9 @@ from pvdm.train.common import (
     set_lr,
 )
 from pvdm.train.config import TrainConfig
-from pvdm.train.distributed import local_batch_size
 from pvdm.train.ema import EMA
 from pvdm.train.interrupt import StopRequest
 from pvdm.train.monitor import Monitor
-from pvdm.train.seeding import step_seed
 from pvdm.train.snapshots import save_preview, save_snapshot
 
 log = logging.getLogger(__name__)

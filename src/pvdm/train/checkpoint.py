@@ -1,16 +1,4 @@
-"""Training states and the run folder.
-
-A run folder holds everything one training run writes:
-
-    RUN/config.yaml          the fully resolved config
-    RUN/log.txt              the log
-    RUN/stats.jsonl          one JSON line per report
-    RUN/checkpoints/         training states state-<step>.pt (optimizer, scaler, EMA, step...);
-                             an autoencoder run's held-out guard also keeps best.pt
-    RUN/snapshots/           inference weights (safetensors + config) per saved step, and best/
-    RUN/previews/            preview videos
-    RUN/tensorboard/         TensorBoard events (with train.tensorboard and tensorboard installed)
-    RUN/autoencoder/, RUN/pipeline.json   (diffusion runs) the autoencoder used and how to sample
+"""Training states: what a run saves in RUN/checkpoints/ (the layout: `pvdm.runs.RunFolder`).
 
 Training states are plain dicts of tensors and numbers saved with `torch.save` and loaded with
 `torch.load(weights_only=True)`; every write goes to a temporary name first and is renamed, so a
@@ -22,7 +10,6 @@ and never deleted, so it can never push the good states out.
 from __future__ import annotations
 
 import logging
-import re
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -32,67 +19,9 @@ import torch
 from pvdm.atomic import atomic_path
 from pvdm.config import config_to_dict
 from pvdm.errors import CheckpointError
-from pvdm.runs import SNAPSHOTS
+from pvdm.runs import RunFolder
 
 log = logging.getLogger(__name__)
-
-_STATE_RE = re.compile(r"^state-(\d+)\.pt$")
-
-
-class RunFolder:
-    """Paths inside a run folder."""
-
-    def __init__(self, root: str | Path):
-        self.root = Path(root)
-
-    @property
-    def config(self) -> Path:
-        return self.root / "config.yaml"
-
-    @property
-    def stats(self) -> Path:
-        return self.root / "stats.jsonl"
-
-    @property
-    def log(self) -> Path:
-        return self.root / "log.txt"
-
-    @property
-    def checkpoints(self) -> Path:
-        return self.root / "checkpoints"
-
-    @property
-    def snapshots(self) -> Path:
-        return self.root / SNAPSHOTS
-
-    @property
-    def previews(self) -> Path:
-        return self.root / "previews"
-
-    @property
-    def tensorboard(self) -> Path:
-        return self.root / "tensorboard"
-
-    def create(self) -> None:
-        """Make the folder and its sub-folders; remove temporary files a killed run left."""
-        for path in (self.root, self.checkpoints, self.snapshots, self.previews):
-            path.mkdir(parents=True, exist_ok=True)
-        for stale in [*self.checkpoints.glob(".*.tmp"), *self.snapshots.glob("*/.*.tmp")]:
-            stale.unlink(missing_ok=True)
-
-    def state_path(self, step: int) -> Path:
-        return self.checkpoints / f"state-{step:08d}.pt"
-
-    def states(self) -> list[tuple[int, Path]]:
-        """Saved training states, oldest first."""
-        if not self.checkpoints.is_dir():
-            return []
-        found = []
-        for path in self.checkpoints.iterdir():
-            m = _STATE_RE.match(path.name)
-            if m:
-                found.append((int(m.group(1)), path))
-        return sorted(found)
 
 
 def looks_readable(path: Path) -> bool:

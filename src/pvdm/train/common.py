@@ -14,8 +14,8 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from pvdm.config import config_to_dict, load_config, save_config
 from pvdm.errors import ConfigError, PvdmError
+from pvdm.runs import RunFolder
 from pvdm.runtime import DistInfo
-from pvdm.train.checkpoint import RunFolder
 
 __all__ = [
     "GuardedUpdate",

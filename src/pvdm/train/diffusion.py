@@ -24,13 +24,15 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from pvdm.data import DataConfig, make_loader, open_dataset, to_model_range
 from pvdm.diffusion.cache import LatentCache, is_latent_cache, model_fingerprint
 from pvdm.diffusion.pipeline import PVDMPipeline, write_pipeline_file
+from pvdm.diffusion.sampling import SamplingConfig
 from pvdm.diffusion.schedule import DiffusionConfig, NoiseSchedule, diffusion_loss
 from pvdm.errors import ConfigError
 from pvdm.models import load_model
 from pvdm.models.unet import TriplaneUNet, UNetConfig
-from pvdm.runtime import any_rank, autocast, init_distributed
+from pvdm.runs import RunFolder
+from pvdm.runtime import any_rank, autocast, init_distributed, local_batch_size
+from pvdm.seeds import step_seed
 from pvdm.train.checkpoint import (
-    RunFolder,
     TrainingState,
     load_latest_training_state,
     save_training_state,
@@ -44,11 +46,9 @@ from pvdm.train.common import (
     set_lr,
 )
 from pvdm.train.config import TrainConfig
-from pvdm.train.distributed import local_batch_size
 from pvdm.train.ema import EMA
 from pvdm.train.interrupt import StopRequest
 from pvdm.train.monitor import Monitor
-from pvdm.train.seeding import step_seed
 from pvdm.train.snapshots import save_snapshot
 
 log = logging.getLogger(__name__)
@@ -64,12 +64,24 @@ class DiffusionRunConfig:
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     autoencoder: str = ""  # run folder, snapshot or converted checkpoint of the autoencoder
     preview_samples: int = 4
-    preview_sampler: str = "dpm"
-    preview_steps: int = 20
+    preview_sampler: str | None = None  # None: the default of pvdm.diffusion.SamplingConfig
+    preview_steps: int | None = None  # None: the sampler's default
+
+    def preview_request(self) -> SamplingConfig:
+        """The previews' generation request: fixed seeds, the first class if any."""
+        request = SamplingConfig(
+            num=self.preview_samples,
+            labels=[0] if self.model.num_classes is not None else None,
+        )
+        if self.preview_sampler is not None:
+            request = request.replace(sampler=self.preview_sampler)
+        return request.replace(steps=self.preview_steps)
 
     def validate(self) -> None:
-        if self.preview_samples < 1 or self.preview_steps < 1:
-            raise ConfigError("preview_samples and preview_steps must be at least 1")
+        try:
+            self.preview_request().validate(self.diffusion.num_timesteps)
+        except ConfigError as e:
+            raise ConfigError(f"preview: {e}") from None
 
 
 class CachedBatches:
@@ -307,13 +319,6 @@ def _preview(run, step, unet, autoencoder, schedule, cfg, classes, monitor) -> N
     from pvdm.data import write_video
 
     pipe = PVDMPipeline(unet, autoencoder, schedule, classes, cfg.diffusion.latent_scale)
-    videos = pipe(
-        cfg.preview_samples,
-        seeds=list(range(cfg.preview_samples)),
-        sampler=cfg.preview_sampler,
-        steps=cfg.preview_steps,
-        labels=[0] if cfg.model.num_classes is not None else None,
-        progress=False,
-    )
+    videos = pipe(cfg.preview_request(), progress=False)
     write_video(run.previews / f"samples-{step:08d}.gif", videos)
     monitor.add_video("samples", videos, step)

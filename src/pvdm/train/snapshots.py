@@ -18,8 +18,8 @@ import torch
 
 from pvdm import runs
 from pvdm.data import from_model_range, to_model_range, write_video
+from pvdm.runs import RunFolder
 from pvdm.runtime import autocast, module_device
-from pvdm.train.checkpoint import RunFolder
 
 __all__ = ["save_preview", "save_snapshot", "snapshot_dir"]
 

@@ -1,0 +1,59 @@
+"""benchmarks/sampling.py runs end to end on a tiny random pipeline: FVD against NFE, JSON + PNG."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from eval_helpers import sky
+from PIL import Image
+from test_quality_benchmark import _MeanColour
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "sampling.py"
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
+def test_sampling_frontier_smoke_run(tmp_path) -> None:
+    from pvdm.diffusion.pipeline import PVDMPipeline
+    from pvdm.models import TriplaneAutoencoder, TriplaneUNet, autoencoder_preset, unet_preset
+
+    torch.manual_seed(0)
+    ae = TriplaneAutoencoder(autoencoder_preset("debug"))  # 32x32, 8-frame clips
+    unet = TriplaneUNet(unet_preset("debug"))
+    PVDMPipeline(unet, ae).save_pretrained(tmp_path / "pipe")
+    detector = tmp_path / "stand_in.pt"
+    torch.jit.save(torch.jit.script(_MeanColour()), detector)
+    out = tmp_path / "frontier.json"
+    args = [
+        "--model", tmp_path / "pipe", "--data", sky(), "--num", 4, "--spread", 2,
+        "--grid", "ddim:1,3:1;dpm:2:0;dpm-sde:2:1", "--reference-point", "ddim:4:1",
+        "--i3d", detector, "--trust-detector-code", "--out", out,
+    ]  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), *map(str, args)], capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    points = report["points"]
+    assert [(p["sampler"], p["steps"], p["nfe_per_clip"]) for p in points] == [
+        ("ddim", 1, 1), ("ddim", 3, 3), ("dpm", 2, 2), ("dpm-sde", 2, 2),
+    ]  # fmt: skip
+    assert all(p["num"] == 4 and p["fvd"] > 0 and p["sec_per_clip"] > 0 for p in points)
+    assert [p["eta"] for p in points] == [1.0, 1.0, None, 1.0]
+    ref = report["reference_point"]
+    assert ref["label"] == "DDIM-4 eta 1" and len(ref["fvd"]) == 2
+    assert ref["spread"] == [min(ref["fvd"]), max(ref["fvd"])] and ref["fvd"][0] != ref["fvd"][1]
+    assert Image.open(report["chart"]).size == (900, 520)
+
+
+def test_a_bad_grid_is_one_line(tmp_path) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--model", str(tmp_path), "--data", "x", "--grid", "ddim:a:1"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode != 0 and "not a number" in proc.stderr
