@@ -16,10 +16,10 @@ seeded offset) and with fixed seeds:
   in FVD: DDIM eta 0 / eta 1 and DPM-Solver++ over step counts.
 
     python benchmarks/quality.py --model runs/sky-dm --data data/sky --num 256
-    (writes benchmarks/results/quality.json and quality.png; the README's ladders use
+    (writes benchmarks/results/quality.json and quality.png; a full ladder uses
     `--num 256 --long-videos 64`, and `--sampler-grid` for the step sweep)
 
-The demo's quality measurement (docs/training.md, "The demo recipe") measures two rungs only,
+The demo's quality measurement (docs/results.md, "what was tried") measures two rungs only,
 and keeps the reference features of the synthetic data between runs:
 
     python benchmarks/quality.py --model runs/demo/diffusion --data synthetic --num 128 \

@@ -1,5 +1,5 @@
 """Every mistake a user can make on the command line is one `pvdm: error: ...` line and a
-non-zero exit, never a traceback (issue 12). One table; tiny models built once per module and
+non-zero exit, never a traceback. One table; tiny models built once per module and
 the CLI run in-process."""
 
 from __future__ import annotations

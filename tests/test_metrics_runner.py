@@ -243,6 +243,7 @@ def _worker(rank: int, init_file: str, fake_folder: str, cache_dir: str, out: st
         dist.destroy_process_group()
 
 
+@pytest.mark.slow  # two processes in a gloo group
 def test_two_gloo_ranks_equal_one_process(folders, tmp_path) -> None:
     out = tmp_path / "rank0.json"
     args = (str(tmp_path / "pg"), str(folders["noisy"]), str(tmp_path / "cache2"), str(out))

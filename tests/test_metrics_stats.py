@@ -106,6 +106,7 @@ def _worker(rank: int, init_file: str, out_file: str) -> None:
         dist.destroy_process_group()
 
 
+@pytest.mark.slow  # two processes in a gloo group
 def test_all_reduce_and_gather_across_two_gloo_ranks(tmp_path) -> None:
     out = tmp_path / "rank0.npz"
     mp.spawn(_worker, args=(str(tmp_path / "pg"), str(out)), nprocs=WORLD, join=True)

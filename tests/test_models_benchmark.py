@@ -7,9 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "models.py"
 
 
+@pytest.mark.slow  # the benchmark times training steps in fresh subprocesses
 def test_benchmark_smoke_run(tmp_path) -> None:
     out = tmp_path / "models.json"
     args = "--ae-preset debug --unet-preset debug --only ae-b1-fp32-sdpa --only ae-b1-fp32-math"

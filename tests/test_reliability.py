@@ -1,4 +1,4 @@
-"""Issue 12: nothing lost, nothing torn, memory bounded, processes that say how they stopped.
+"""Reliability: nothing lost, nothing torn, memory bounded, processes that say how they stopped.
 
 Whole-line JSON appends, keep-last-N that counts readable states only, the run-folder lock,
 exit codes after a signal stop, NaN-safe config comparison, output folders, file modes, and the

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -42,6 +43,7 @@ def _worker(rank: int, init_file: str, out_file: str) -> None:
         dist.destroy_process_group()
 
 
+@pytest.mark.slow  # two processes in a gloo group
 def test_collectives_across_two_gloo_ranks(tmp_path) -> None:
     out = tmp_path / "rank"
     mp.spawn(_worker, args=(str(tmp_path / "pg"), str(out)), nprocs=2, join=True)

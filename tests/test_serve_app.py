@@ -21,6 +21,8 @@ from pvdm.data import read_video
 pytest.importorskip("gradio", reason='the app extra is not installed (pip install -e ".[app]")')
 gradio_client = pytest.importorskip("gradio_client")
 
+pytestmark = pytest.mark.slow  # a real server (and Chromium) per module
+
 CLIP = 4  # the tiny model's clip length
 FPS = 8
 

@@ -100,7 +100,7 @@ def eval_requests(dataset: VideoDataset, num: int, *, seed: int) -> list[ClipReq
     """One request per video at a seeded random start, for `min(num, len(dataset))` videos.
 
     A seeded subset when `num < len(dataset)` (in index order); all videos otherwise, as the
-    FVD protocol takes all clips when a split has fewer than 2,048 (PVDM issue #30).
+    FVD protocol takes all clips when a split has fewer than 2,048 (sihyun-yu/PVDM#30).
     """
     count = min(num, len(dataset))
     order = np.random.default_rng([_EVAL_TAG, seed]).permutation(len(dataset))

@@ -30,7 +30,7 @@ from pvdm.errors import PvdmError
 log = logging.getLogger(__name__)
 
 CALIBRATION_STEPS = 30
-# Of the time budget: the autoencoder gets AE_SHARE (35%: docs/training.md, issue 11); the
+# Of the time budget: the autoencoder gets AE_SHARE (35%: measured, docs/results.md); the
 # diffusion model gets what is left once the time spent so far (measured, so a busy machine
 # shortens it) and the reserve for the last stage are taken off. The reserve: the report's videos (~20 s at 10 minutes) and the FVD
 # ladder, which stops at 8 clips per rung (I3D: ~0.5-1 s per 16-frame clip on 2 cores).

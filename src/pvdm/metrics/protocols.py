@@ -1,7 +1,7 @@
 """Named evaluation protocols, so that reported numbers say how they were measured.
 
 The names and settings are StyleGAN-V's (`src/metrics/metric_main.py`), the protocol PVDM
-follows (author, PVDM issue #30): `fvd2048_16f` compares 2,048 generated 16-frame videos with
+follows (author, sihyun-yu/PVDM#30): `fvd2048_16f` compares 2,048 generated 16-frame videos with
 2,048 real clips (one per training video, at a seeded random offset; videos shorter than the
 clip are skipped; all clips if there are fewer), `fvd2048_128f` does the same with 128 frames,
 `fvd2048_128f_window16f` is the drift curve of long videos (the FVD of each 16-frame window of

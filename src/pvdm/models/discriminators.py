@@ -5,7 +5,7 @@ pix2pixHD-style: kernel 4, padding 2, LeakyReLU 0.2, channels ndf, 2ndf, 4ndf, 8
 sees single frames [B, C, H, W], the 3D one whole clips [B, C, T, H, W].
 
 Normalisation: the official code hard-codes SyncBatchNorm, which crashes without a process group
-(issue #17). Here it is plain BatchNorm, converted to SyncBatchNorm by the trainer only under
+(PVDM#17). Here it is plain BatchNorm, converted to SyncBatchNorm by the trainer only under
 DDP on GPUs. The discriminators stay in train mode (batch statistics), as in the official code.
 """
 
