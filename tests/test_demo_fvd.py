@@ -9,8 +9,8 @@ import torch
 from einops import rearrange
 
 from pvdm.data import DataConfig
-from pvdm.demo.outputs import _fvd_ladder
 from pvdm.demo.report import fvd_section
+from pvdm.demo.results import _fvd_ladder
 from pvdm.errors import WeightsError
 from pvdm.metrics.ladder import FLOOR, FROZEN, NOISE, SHUFFLED
 from pvdm.metrics.protocols import Detector

@@ -247,7 +247,7 @@ def test_stop_by_signal_exits_non_zero(monkeypatch, tmp_path, sig, code) -> None
 
 
 def test_output_folder_is_cleared_of_old_samples_only(tmp_path) -> None:
-    from pvdm.diffusion.outputs import prepare_output_folder, write_samples
+    from pvdm.diffusion.sample_folder import prepare_output_folder, write_samples
 
     out = tmp_path / "out"
     videos = torch.zeros(3, 3, 2, 8, 8, dtype=torch.uint8)
@@ -266,7 +266,7 @@ def test_output_folder_is_cleared_of_old_samples_only(tmp_path) -> None:
 
 
 def test_a_file_appearing_during_sampling_does_not_abort_the_write(tmp_path) -> None:
-    from pvdm.diffusion.outputs import prepare_output_folder, write_samples
+    from pvdm.diffusion.sample_folder import prepare_output_folder, write_samples
 
     out = prepare_output_folder(tmp_path / "out")  # the CLI's one check, before sampling
     (out / "notes.txt").write_text("written while sampling")

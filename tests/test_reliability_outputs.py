@@ -11,7 +11,7 @@ from serve_helpers import tiny_run
 
 import pvdm.data
 from pvdm.cli import main
-from pvdm.diffusion.outputs import prepare_output_folder, write_samples
+from pvdm.diffusion.sample_folder import prepare_output_folder, write_samples
 from pvdm.runs import run_lock
 
 

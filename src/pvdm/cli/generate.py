@@ -100,7 +100,7 @@ def _pipeline(args: argparse.Namespace):
 
 
 def _sample(args: argparse.Namespace) -> int:
-    from pvdm.diffusion.outputs import prepare_output_folder, write_samples
+    from pvdm.diffusion.sample_folder import prepare_output_folder, write_samples
     from pvdm.runs import run_lock
 
     labels = [args.label] if args.label is not None else None
@@ -118,7 +118,7 @@ def _sample(args: argparse.Namespace) -> int:
 def _continue(args: argparse.Namespace) -> int:
     import torch
 
-    from pvdm.diffusion.outputs import prepare_output_folder, write_samples
+    from pvdm.diffusion.sample_folder import prepare_output_folder, write_samples
     from pvdm.errors import DataError
     from pvdm.runs import run_lock
 

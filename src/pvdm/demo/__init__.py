@@ -1,1 +1,1 @@
-"""`pvdm demo`: the run (`run`), its samples and metrics (`outputs`) and its `report.html` (`report`)."""
+"""`pvdm demo`: the run (`run`), its samples and metrics (`results`) and its `report.html` (`report`)."""

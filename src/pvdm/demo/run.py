@@ -208,7 +208,7 @@ def run_demo(
         _finish(out, state, "diffusion", stage_start)
 
     stage_start = time.perf_counter()
-    from pvdm.demo.outputs import evaluate_and_generate
+    from pvdm.demo.results import evaluate_and_generate
 
     state.metrics = evaluate_and_generate(
         out,
