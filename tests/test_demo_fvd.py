@@ -16,6 +16,19 @@ from pvdm.metrics.ladder import FLOOR, FROZEN, NOISE, SHUFFLED
 from pvdm.metrics.protocols import Detector
 
 
+class _Lossless(torch.nn.Module):
+    """A lossless "autoencoder" of 8-frame clips."""
+
+    config = SimpleNamespace(frames=8)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.anchor = torch.nn.Parameter(torch.zeros(()))  # gives it a device
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
 def _cheap_features(videos: torch.Tensor) -> torch.Tensor:
     """Per-frame mean colour and mean absolute frame difference: a stand-in for I3D."""
     x = videos.float() / 255
@@ -30,7 +43,7 @@ def _detector() -> Detector:
 
 def test_ladder_rungs_drift_and_report(tmp_path) -> None:
     data = DataConfig(path="synthetic", resolution=32, frames=16, synthetic_videos=32)
-    pipe = SimpleNamespace(clip_frames=8, autoencoder=lambda x: x)  # lossless "autoencoder"
+    pipe = SimpleNamespace(clip_frames=8, autoencoder=_Lossless())
     gen = torch.Generator().manual_seed(0)
     samples = torch.randint(0, 256, (8, 3, 16, 32, 32), generator=gen, dtype=torch.uint8)
     long = torch.randint(0, 256, (2, 3, 64, 32, 32), generator=gen, dtype=torch.uint8)
@@ -74,7 +87,7 @@ def test_ladder_with_fewer_held_out_videos_than_clips_per_rung(tmp_path) -> None
             video = torch.randint(0, 256, (3, 16, 32, 32), generator=gen, dtype=torch.uint8)
             write_video(tmp_path / "data" / split / f"v{i}.mp4", video, fps=8)
     data = DataConfig(path=str(tmp_path / "data"), layout="auto", resolution=32, frames=16)
-    pipe = SimpleNamespace(clip_frames=8, autoencoder=lambda x: x)
+    pipe = SimpleNamespace(clip_frames=8, autoencoder=_Lossless())
     samples = torch.randint(0, 256, (8, 3, 16, 32, 32), generator=gen, dtype=torch.uint8)
     long = torch.randint(0, 256, (2, 3, 32, 32, 32), generator=gen, dtype=torch.uint8)
     rungs = _fvd_ladder(_detector(), 600.0, pipe, data, samples, long, seed=0)["rungs"]

@@ -161,17 +161,9 @@ def load_video_for_model(path: Path, resolution: int):
 def _reconstruct(args: argparse.Namespace) -> int:
     import torch
 
-    from pvdm.data import (
-        DataConfig,
-        eval_clips,
-        from_model_range,
-        open_dataset,
-        open_heldout,
-        to_model_range,
-        write_video,
-    )
+    from pvdm.data import DataConfig, from_model_range, split_clips, write_video
     from pvdm.errors import DataError, PvdmError
-    from pvdm.metrics.recon import psnr, ssim
+    from pvdm.metrics.recon import psnr_uint8, reconstruct, ssim_uint8
     from pvdm.models import load_model
     from pvdm.runtime import resolve_device
 
@@ -195,20 +187,10 @@ def _reconstruct(args: argparse.Namespace) -> int:
             raise DataError(f"{source} has {video.shape[1]} frames; the autoencoder needs {frames}")
         clips = torch.stack([video[:, i * frames : (i + 1) * frames] for i in range(n)])
     else:
-        cfg = DataConfig(path=args.input, split=args.split, resolution=res, frames=frames)
-        if args.split == "test":
-            dataset = open_heldout(cfg, purpose="pvdm reconstruct")
-        else:
-            dataset = open_dataset(cfg)
-        clips = torch.cat([b["video"] for b in eval_clips(dataset, args.num, seed=args.seed)])
-    recon = []
-    with torch.no_grad():
-        for i in range(0, len(clips), 4):
-            x = to_model_range(clips[i : i + 4].to(device))
-            recon.append(from_model_range(ae(x)).cpu())
-    recon = torch.cat(recon)
-    p = psnr(to_model_range(clips), to_model_range(recon)).item()
-    s = ssim(to_model_range(clips), to_model_range(recon)).item()
+        cfg = DataConfig(path=args.input, resolution=res, frames=frames)
+        clips, _ = split_clips(cfg, args.split, args.num, args.seed, purpose="pvdm reconstruct")
+    recon = from_model_range(reconstruct(ae, clips, batch_size=4)).cpu()
+    p, s = psnr_uint8(clips, recon).item(), ssim_uint8(clips, recon).item()
     if source.is_file():  # one long video: clips back to back
         side = torch.cat([clips, recon], dim=-1)  # [n, C, T, H, 2W]
         side = torch.cat(list(side), dim=1)[None]  # [1, C, n*T, H, 2W]

@@ -15,7 +15,14 @@ from pvdm.data.dataset import (
     read_video,
 )
 from pvdm.data.decode import IMAGE_SUFFIXES, VIDEO_SUFFIXES, ReadError
-from pvdm.data.loader import ClipLoader, collate, eval_clips, eval_requests, make_loader
+from pvdm.data.loader import (
+    ClipLoader,
+    collate,
+    eval_clips,
+    eval_requests,
+    make_loader,
+    split_clips,
+)
 from pvdm.data.sampler import ClipSampler
 from pvdm.data.scan import VideoInfo, index_dir
 from pvdm.data.synthetic import SyntheticVideos
@@ -44,6 +51,7 @@ __all__ = [
     "open_dataset",
     "open_heldout",
     "read_video",
+    "split_clips",
     "tile_videos",
     "to_model_range",
     "write_video",

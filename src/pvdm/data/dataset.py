@@ -60,6 +60,7 @@ class VideoDataset(Dataset):
         probes: list[Probe] | None = None,
         synthetic: SyntheticVideos | None = None,
         unsplit: bool = False,
+        split: str = "train",
     ) -> None:
         if (probes is None) == (synthetic is None):
             raise ValueError("give exactly one of probes (files) or synthetic")
@@ -72,6 +73,8 @@ class VideoDataset(Dataset):
         self.layout = layout
         self.classes = classes
         self.unsplit = unsplit  # the data has no train/test split: any split is every video
+        # the split read: "train" for held-out clips of unsplit data (see open_heldout)
+        self.split = "train" if unsplit else split
         self.skipped = list(skipped or [])
         self.num_read_failures = 0
         self._probes = probes
@@ -213,14 +216,20 @@ def open_heldout(cfg: DataConfig, *, purpose: str, clip_frames: int | None = Non
         if not held.unsplit:
             return held
         reason = "the folder has no train/test sub-folders"
+    warn_no_test_split(purpose, cfg.path, reason)
+    return open_dataset(cfg, clip_frames=clip_frames, split="train")
+
+
+def warn_no_test_split(purpose: str, path: str, reason: str) -> None:
+    """The one warning for held-out clips taken from training videos (data without a test
+    split): nothing falls back to training clips silently."""
     log.warning(
         "%s uses TRAINING videos of %s: it has no test split (%s); give data with a test split "
         "for a held-out measure",
         purpose,
-        cfg.path,
+        path,
         reason,
     )
-    return open_dataset(cfg, clip_frames=clip_frames, split="train")
 
 
 def no_video_message(path: str, dataset: VideoDataset) -> str:
@@ -280,6 +289,7 @@ def build_dataset(
         skipped=skipped,
         probes=probes,
         unsplit=found.unsplit,
+        split=split,
     )
 
 
@@ -315,6 +325,7 @@ def _synthetic(cfg: DataConfig, clip_frames: int, split: str, span: int) -> Vide
         layout="synthetic",
         classes=list(source.classes),
         synthetic=source,
+        split=split,
     )
 
 

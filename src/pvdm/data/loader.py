@@ -129,6 +129,22 @@ def eval_clips(
     yield from loader
 
 
+def split_clips(
+    cfg: Any, split: str, num: int, seed: int, *, purpose: str, clip_frames: int | None = None
+) -> tuple[torch.Tensor, str]:
+    """`num` fixed clips of `split` of the data `cfg` as uint8 [num, C, T, H, W] (fewer when the
+    split has fewer videos), and the split they really came from: held-out ("test") clips of
+    data without a test split are training clips, with the warning of `open_heldout` naming
+    `purpose`, and "train" is returned so that a report can record it."""
+    from pvdm.data.dataset import open_dataset, open_heldout
+
+    if split == "test":
+        dataset = open_heldout(cfg, clip_frames=clip_frames, purpose=purpose)
+    else:
+        dataset = open_dataset(cfg, clip_frames=clip_frames, split=split)
+    return torch.cat([b["video"] for b in eval_clips(dataset, num, seed=seed)]), dataset.split
+
+
 def collate(samples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
     """Stack samples into a batch: video `[B, C, T, H, W]` uint8, the rest int64 `[B]`."""
     batch = {"video": torch.stack([s["video"] for s in samples])}

@@ -17,15 +17,7 @@ from typing import Any
 
 import torch
 
-from pvdm.data import (
-    DataConfig,
-    eval_clips,
-    from_model_range,
-    open_dataset,
-    open_heldout,
-    to_model_range,
-    write_video,
-)
+from pvdm.data import DataConfig, from_model_range, split_clips, write_video
 from pvdm.diffusion.sampling import SamplingConfig
 
 log = logging.getLogger(__name__)
@@ -34,15 +26,13 @@ NUM_CLIPS = 8
 LONG_CLIPS = 8
 SAMPLING = SamplingConfig(sampler="ddim", steps=50, eta=1.0)
 FVD_FRAMES = 16
+PURPOSE = "the demo's held-out clips"
 MIN_SEC_PER_CLIP = 0.3  # I3D on a fast CPU core; below-budget plans are skipped without trying
 
 
 def _clips(data: DataConfig, split: str, num: int, frames: int, seed: int) -> torch.Tensor:
-    if split == "test":
-        dataset = open_heldout(data, clip_frames=frames, purpose="the demo's held-out clips")
-    else:
-        dataset = open_dataset(data, clip_frames=frames, split=split)
-    return torch.cat([b["video"] for b in eval_clips(dataset, num, seed=seed)])
+    clips, _ = split_clips(data, split, num, seed, clip_frames=frames, purpose=PURPOSE)
+    return clips
 
 
 @torch.no_grad()
@@ -64,7 +54,7 @@ def evaluate_and_generate(
     value: the end of the demo's budget), with as many clips per rung as fit.
     """
     from pvdm.diffusion.pipeline import PVDMPipeline
-    from pvdm.metrics.recon import psnr, ssim
+    from pvdm.metrics.recon import psnr_uint8, reconstruct, ssim_uint8
 
     files = out / "report_files"
     files.mkdir(parents=True, exist_ok=True)
@@ -78,9 +68,9 @@ def evaluate_and_generate(
     # reconstruction of held-out clips
     t0 = time.perf_counter()
     real = _clips(ae_cfg.data, "test", NUM_CLIPS, frames, seed)
-    recon = from_model_range(pipe.autoencoder(to_model_range(real)))
-    metrics["recon_psnr_db"] = float(psnr(to_model_range(real), to_model_range(recon)))
-    metrics["recon_ssim"] = float(ssim(to_model_range(real), to_model_range(recon)))
+    recon = from_model_range(reconstruct(pipe.autoencoder, real)).cpu()
+    metrics["recon_psnr_db"] = float(psnr_uint8(real, recon))
+    metrics["recon_ssim"] = float(ssim_uint8(real, recon))
     metrics["recon_clips"] = len(real)
     write_video(files / "reconstruction.gif", torch.cat([real, recon], dim=-1), fps=8)
     timings["reconstruction"] = time.perf_counter() - t0
@@ -137,8 +127,9 @@ def _fvd_ladder(
     seed: int,
 ) -> dict[str, Any]:
     """The FVD ladder of the demo on as many clips per rung as fit in `budget_sec`."""
-    from pvdm.metrics.ladder import FLOOR, baseline_videos, fvd_ladder, join_frames, split_frames
+    from pvdm.metrics.ladder import FLOOR, baseline_videos, fvd_ladder
     from pvdm.metrics.ladder import window_fvds as drift
+    from pvdm.metrics.recon import reconstruct
 
     num_windows = long.shape[2] // FVD_FRAMES
     drift_clips = num_windows * long.shape[0]
@@ -160,11 +151,10 @@ def _fvd_ladder(
         return {"skipped": f"I3D runs too slowly here to fit FVD in {budget_sec:.0f} s"}
     ref_feats = torch.cat([first, detector(reference[1:num])])
     heldout = _clips(data, "test", num, FVD_FRAMES, seed + 7)
-    frames = pipe.clip_frames
-    recon = from_model_range(pipe.autoencoder(to_model_range(split_frames(heldout, frames))))
+    recon = from_model_range(reconstruct(pipe.autoencoder, heldout)).cpu()
     rungs = {
         FLOOR: heldout,
-        "autoencoder reconstructions (rFVD)": join_frames(recon, heldout.shape[0]),
+        "autoencoder reconstructions (rFVD)": recon,
         f"generated, {SAMPLING.label()}": samples[:num],
         **baseline_videos(heldout, seed=seed),
     }

@@ -145,28 +145,6 @@ def noise_videos(shape: tuple[int, ...], *, seed: int = 0) -> torch.Tensor:
     return torch.randint(0, 256, shape, generator=generator(seed), dtype=torch.uint8)
 
 
-def ladder_clips(
-    data: Any, split: str, num: int, frames: int, seed: int
-) -> tuple[torch.Tensor, str]:
-    """`num` uint8 clips of `split` of `data` (a `pvdm.data.DataConfig`) and the split they
-    really came from: "train" when held-out clips were asked of data without a test split
-    (`open_heldout` warns, and a report records it)."""
-    from pvdm.data import eval_clips, open_dataset, open_heldout
-    from pvdm.errors import PvdmError
-
-    try:
-        dataset = open_dataset(data, clip_frames=frames, split=split)
-        usable = split != "test" or not dataset.unsplit
-    except PvdmError:
-        if split != "test":
-            raise
-        usable = False
-    if not usable:  # held-out clips of data without a test split: training clips, said loudly
-        dataset = open_heldout(data, clip_frames=frames, purpose="the ladder's held-out rungs")
-        split = "train"
-    return torch.cat([b["video"] for b in eval_clips(dataset, num, seed=seed)]), split
-
-
 def reference_features(
     detector: Any, data: Any, num: int, seed: int, cache: Any = None
 ) -> tuple[torch.Tensor, int]:
@@ -187,7 +165,9 @@ def reference_features(
         saved = torch.load(path, weights_only=True)
         if saved.get("key") == key:
             return saved["features"], int(saved["clips"])
-    reference, _ = ladder_clips(data, "train", num, 16, seed)
+    from pvdm.data import split_clips
+
+    reference, _ = split_clips(data, "train", num, seed, clip_frames=16, purpose="the reference")
     features = detector(reference)
     if path is not None:
         from pvdm.atomic import atomic_path

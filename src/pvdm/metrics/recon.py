@@ -46,7 +46,7 @@ from pvdm.metrics.runner import (
 )
 from pvdm.metrics.sources import RealClips
 from pvdm.metrics.stats import FeatureStats, frechet_distance
-from pvdm.runtime import all_reduce_sum, module_device, rank_and_world
+from pvdm.runtime import all_reduce_sum, autocast, module_device, rank_and_world
 
 log = logging.getLogger(__name__)
 
@@ -165,11 +165,18 @@ def lpips_video(
 
 
 @torch.no_grad()
-def reconstruct(autoencoder: torch.nn.Module, clips: torch.Tensor) -> torch.Tensor:
+def reconstruct(
+    autoencoder: torch.nn.Module,
+    clips: torch.Tensor,
+    *,
+    batch_size: int | None = None,
+    precision: str = "fp32",
+) -> torch.Tensor:
     """uint8 clips [B, C, T, H, W] -> reconstructions in [-1, 1], float32 on the model's device.
 
     Clips longer than the autoencoder's `config.frames` go through it in consecutive chunks of
-    that length (which must divide the clip length).
+    that length (which must divide the clip length); `batch_size` clips at a time (None: all),
+    under `precision`'s autocast. The model's train/eval mode is left as it was.
     """
     n = int(autoencoder.config.frames)
     t = clips.shape[2]
@@ -177,9 +184,18 @@ def reconstruct(autoencoder: torch.nn.Module, clips: torch.Tensor) -> torch.Tens
         raise ConfigError(
             f"clips of {t} frames cannot be cut into the autoencoder's {n}-frame chunks"
         )
-    x = to_model_range(clips.to(module_device(autoencoder)))
-    pieces = [autoencoder(x[:, :, k : k + n]).float() for k in range(0, t, n)]
-    return torch.cat(pieces, dim=2).clamp(-1, 1)
+    device = module_device(autoencoder)
+    was_training = autoencoder.training
+    autoencoder.eval()
+    out = []
+    step = batch_size or max(len(clips), 1)
+    for i in range(0, len(clips), step):
+        x = to_model_range(clips[i : i + step].to(device))
+        with autocast(precision, device):
+            pieces = [autoencoder(x[:, :, k : k + n]).float() for k in range(0, t, n)]
+        out.append(torch.cat(pieces, dim=2).clamp(-1, 1))
+    autoencoder.train(was_training)
+    return torch.cat(out)
 
 
 def evaluate_recon(

@@ -34,6 +34,7 @@ from pvdm.data import (
     eval_requests,
     read_video,
 )
+from pvdm.data.dataset import warn_no_test_split
 from pvdm.errors import DataError
 from pvdm.metrics.protocols import Protocol
 
@@ -108,13 +109,7 @@ class RealClips:
         )
         dataset = build_dataset(cfg)  # silent: skipping short videos is the protocol's rule
         if cfg.split == "test" and dataset.unsplit:
-            # as pvdm.data.open_heldout says it: held-out clips were meant, training clips it is
-            log.warning(
-                "%s uses TRAINING videos of %s: it has no test split (the folder has no "
-                "train/test sub-folders); give data with a test split for a held-out measure",
-                protocol.name,
-                data.path,
-            )
+            warn_no_test_split(protocol.name, data.path, "the folder has no train/test sub-folders")
             cfg = dataclasses.replace(cfg, split="train")  # recorded, and keyed in the cache
         kinds = Counter(reason.split(" (")[0] for _, reason in dataset.skipped)
         why = ", ".join(f"{n} {kind}" for kind, n in kinds.most_common())

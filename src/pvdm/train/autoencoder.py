@@ -24,13 +24,13 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from pvdm.data import (
     DataConfig,
-    eval_clips,
     make_loader,
     open_dataset,
-    open_heldout,
+    split_clips,
     to_model_range,
 )
 from pvdm.errors import ConfigError, PvdmError
+from pvdm.metrics.recon import psnr, reconstruct
 from pvdm.models import load_model
 from pvdm.models.autoencoder import AutoencoderConfig, TriplaneAutoencoder
 from pvdm.runs import RunFolder
@@ -98,19 +98,14 @@ def build_lpips(cfg: AutoencoderLossConfig) -> torch.nn.Module | None:
 def heldout_psnr(
     model: torch.nn.Module, clips: torch.Tensor, info: DistInfo, precision: str, batch_size: int = 4
 ) -> float:
-    """Mean PSNR (official formula, [0, 1] scale) of reconstructions of fixed uint8 clips."""
-    total = torch.zeros(2, dtype=torch.float64, device=info.device)
+    """Mean PSNR (official formula, [0, 1] scale) of reconstructions of fixed uint8 clips, each
+    rank reconstructing its share."""
     shard = clips[info.rank :: info.world_size]
-    was_training = model.training
-    model.eval()
-    for i in range(0, len(shard), batch_size):
-        x = to_model_range(shard[i : i + batch_size].to(info.device))
-        with autocast(precision, info.device):
-            xrec = model(x)
-        mse = ((x - xrec.float()) / 2).square().flatten(1).mean(1)
-        total[0] += (-10 * torch.log10(mse.clamp_min(1e-10))).double().sum()
-        total[1] += len(x)
-    model.train(was_training)
+    total = torch.zeros(2, dtype=torch.float64, device=info.device)
+    if len(shard):
+        x_hat = reconstruct(model, shard, batch_size=batch_size, precision=precision)
+        per_video = psnr(to_model_range(shard.to(x_hat.device)), x_hat, reduction="none")
+        total[0], total[1] = per_video.clamp(max=100.0).sum(), len(shard)
     all_reduce_sum(total)
     return float(total[0] / total[1])
 
@@ -142,13 +137,7 @@ def train_autoencoder(
     )
     scaler, d_scaler = make_scaler(tc.precision, device), make_scaler(tc.precision, device)
     ema = EMA(model, tc.ema_decay, tc.ema_every) if tc.use_ema else None
-    guard = {
-        "best_psnr": -math.inf,
-        "best_step": -1,
-        "bad_evals": 0,
-        "rollbacks": 0,
-        "last_eval_step": -1,
-    }
+    guard = PsnrGuard(cfg.loss)
 
     training_state = TrainingState(
         cfg,
@@ -184,7 +173,8 @@ def train_autoencoder(
         train_discs = DDP(discs, device_ids=device_ids)
 
     dataset = open_dataset(cfg.data)
-    heldout = _heldout_clips(cfg.data, cfg.loss.guard_clips, tc.seed)
+    purpose = "the held-out PSNR guard (and snapshots/best)"
+    heldout, _ = split_clips(cfg.data, "test", cfg.loss.guard_clips, tc.seed, purpose=purpose)
     loader = iter(
         make_loader(
             dataset,
@@ -205,9 +195,9 @@ def train_autoencoder(
         desc="autoencoder",
     )
     params = list(model.parameters())
-    update = GuardedUpdate(
-        tc.max_nonfinite, run.checkpoints, "lower train.lr or use train.precision=fp32"
-    )
+    hint = "lower train.lr or use train.precision=fp32"
+    update = GuardedUpdate(tc.max_nonfinite, run.checkpoints, hint)
+    d_update = GuardedUpdate(tc.max_nonfinite, run.checkpoints, hint, what="discriminator")
     eval_every = tc.eval_every or tc.checkpoint_every
     log.info(
         "training the autoencoder from step %d to %d on %s (%d process(es), batch %d x %d accum)",
@@ -224,35 +214,15 @@ def train_autoencoder(
                 monitor.report(step)
 
             # evaluate on held-out clips; keep the best snapshot; act on divergence
-            if (step % eval_every == 0 or done) and guard["last_eval_step"] != step:
-                guard["last_eval_step"] = step
+            if (step % eval_every == 0 or done) and guard.last_eval_step != step:
                 psnr = heldout_psnr(ema.model if ema else model, heldout, info, tc.precision)
-                diverged = _update_guard(guard, psnr, step, cfg.loss)
-                monitor.log_values(step, {"heldout_psnr": psnr, "best_psnr": guard["best_psnr"]})
-                if info.is_main and guard["best_step"] == step:
+                diverged = guard.update(psnr, step)
+                monitor.log_values(step, {"heldout_psnr": psnr, "best_psnr": guard.best_psnr})
+                if info.is_main and guard.best_step == step:
                     save_snapshot(run, "best", ema.model if ema else model, step, psnr=psnr)
                     save_named_training_state(run, "best", training_state.capture(step))
                 if diverged:
-                    if (
-                        cfg.loss.on_divergence == "rollback"
-                        and guard["rollbacks"] < cfg.loss.max_rollbacks
-                    ):
-                        log.warning(
-                            "held-out PSNR %.2f dB is %.2f dB below the best (%.2f dB at step %d): "
-                            "rolling back to the best weights",
-                            psnr, guard["best_psnr"] - psnr, guard["best_psnr"], guard["best_step"],
-                        )  # fmt: skip
-                        rollbacks = guard["rollbacks"] + 1
-                        training_state.restore(load_training_state(run.checkpoints / "best.pt"))
-                        guard.update(rollbacks=rollbacks, bad_evals=0)
-                    else:
-                        log.warning(
-                            "held-out PSNR %.2f dB fell %.2f dB below the best (%.2f dB at step %d) "
-                            "for %d evaluations: stopping. Use the best snapshot: %s",
-                            psnr, guard["best_psnr"] - psnr, guard["best_psnr"], guard["best_step"],
-                            cfg.loss.guard_patience, run.snapshots / "best",
-                        )  # fmt: skip
-                        done = True
+                    done = _on_divergence(guard, psnr, run, training_state)
 
             if tc.preview_every and step % tc.preview_every == 0 and info.is_main:
                 save_preview(
@@ -300,13 +270,10 @@ def train_autoencoder(
                     logs[k] = logs.get(k, 0.0) + v / tc.grad_accum
 
             norm = update(opt, scaler, params, tc.grad_clip, logs["g_total"], step, monitor)
-            if gan:
-                d_scaler.unscale_(d_opt)
-                torch.nn.utils.clip_grad_norm_(discs.d2.parameters(), cfg.loss.disc_grad_clip)
-                torch.nn.utils.clip_grad_norm_(discs.d3.parameters(), cfg.loss.disc_grad_clip)
-                if math.isfinite(logs.get("d_loss", 0.0)):
-                    d_scaler.step(d_opt)
-                d_scaler.update()
+            if gan:  # each discriminator clipped on its own
+                d_params = [list(discs.d2.parameters()), list(discs.d3.parameters())]
+                d_clip = cfg.loss.disc_grad_clip
+                d_update(d_opt, d_scaler, d_params, d_clip, logs["d_loss"], step, monitor)
             step += 1
             if ema:
                 ema.maybe_update(model, step)
@@ -319,26 +286,65 @@ def train_autoencoder(
     return run.root
 
 
-def _update_guard(
-    guard: dict[str, Any], psnr: float, step: int, cfg: AutoencoderLossConfig
+@dataclass
+class PsnrGuard:
+    """The held-out PSNR guard of the GAN phase: the best PSNR so far (which `snapshots/best`
+    holds) and how many evaluations in a row it has stayed `guard_margin_db` below it."""
+
+    cfg: AutoencoderLossConfig
+    best_psnr: float = -math.inf
+    best_step: int = -1
+    bad_evals: int = 0
+    rollbacks: int = 0
+    last_eval_step: int = -1
+
+    def update(self, psnr: float, step: int) -> bool:
+        """Record an evaluation; True when the PSNR degraded for `guard_patience` of them."""
+        self.last_eval_step = step
+        if psnr > self.best_psnr:
+            self.best_psnr, self.best_step, self.bad_evals = psnr, step, 0
+            return False
+        if self.cfg.on_divergence == "off":
+            return False
+        below = psnr < self.best_psnr - self.cfg.guard_margin_db
+        self.bad_evals = self.bad_evals + 1 if below else 0
+        return self.bad_evals >= self.cfg.guard_patience
+
+    def may_roll_back(self) -> bool:
+        return self.cfg.on_divergence == "rollback" and self.rollbacks < self.cfg.max_rollbacks
+
+    def state_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in _GUARD_FIELDS}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for k in _GUARD_FIELDS:
+            setattr(self, k, state[k])
+
+
+_GUARD_FIELDS = ("best_psnr", "best_step", "bad_evals", "rollbacks", "last_eval_step")
+
+
+def _on_divergence(
+    guard: PsnrGuard, psnr: float, run: RunFolder, training_state: TrainingState
 ) -> bool:
-    """Track the best held-out PSNR; True when it degraded for `guard_patience` evaluations."""
-    if psnr > guard["best_psnr"]:
-        guard.update(best_psnr=psnr, best_step=step, bad_evals=0)
+    """Roll back to the best weights (when allowed), or say to stop (True)."""
+    drop = guard.best_psnr - psnr
+    if guard.may_roll_back():
+        log.warning(
+            "held-out PSNR %.2f dB is %.2f dB below the best (%.2f dB at step %d): "
+            "rolling back to the best weights",
+            psnr, drop, guard.best_psnr, guard.best_step,
+        )  # fmt: skip
+        rollbacks = guard.rollbacks + 1
+        training_state.restore(load_training_state(run.checkpoints / "best.pt"))
+        guard.rollbacks, guard.bad_evals = rollbacks, 0
         return False
-    if cfg.on_divergence == "off":
-        return False
-    if psnr < guard["best_psnr"] - cfg.guard_margin_db:
-        guard["bad_evals"] += 1
-    else:
-        guard["bad_evals"] = 0
-    return guard["bad_evals"] >= cfg.guard_patience
-
-
-def _heldout_clips(data: DataConfig, num: int, seed: int) -> torch.Tensor:
-    """Fixed uint8 clips for the guard: the test split, or (with a warning) the train split."""
-    held = open_heldout(data, purpose="the held-out PSNR guard (and snapshots/best)")
-    return torch.cat([b["video"] for b in eval_clips(held, num, seed=seed)])
+    log.warning(
+        "held-out PSNR %.2f dB fell %.2f dB below the best (%.2f dB at step %d) for %d "
+        "evaluations: stopping. Use the best snapshot: %s",
+        psnr, drop, guard.best_psnr, guard.best_step, guard.cfg.guard_patience, run.snapshot("best"),
+    )  # fmt: skip
+    return True
 
 
 def _init_weights(model: TriplaneAutoencoder, path: str) -> None:

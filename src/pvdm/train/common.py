@@ -125,36 +125,41 @@ class GuardedUpdate:
     `max_in_a_row` skips in a row the run stops with one error naming the last good checkpoint.
     """
 
-    def __init__(self, max_in_a_row: int, checkpoints: Path, hint: str):
+    def __init__(self, max_in_a_row: int, checkpoints: Path, hint: str, what: str = ""):
         self.max_in_a_row = max_in_a_row
         self.checkpoints = checkpoints
         self.hint = hint
+        self.what = what  # e.g. "discriminator": names the stat and the log line
         self.in_a_row = 0
 
     def __call__(
         self,
         opt: torch.optim.Optimizer,
         scaler: torch.amp.GradScaler,
-        params: list[torch.nn.Parameter],
+        params: list[torch.nn.Parameter] | list[list[torch.nn.Parameter]],
         grad_clip: float | None,
         loss: float,
         step: int,
         monitor: Any,
     ) -> float:
-        """Apply the update of `step`; the gradient norm before clipping."""
+        """Apply the update of `step`; the gradient norm before clipping. `params` may be a list
+        of groups (lists), each clipped to `grad_clip` on its own."""
+        groups = params if params and isinstance(params[0], list) else [params]
         scaler.unscale_(opt)
-        norm = grad_norm(params)
+        norm = grad_norm([p for group in groups for p in group])
         if grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(params, grad_clip)
+            for group in groups:
+                torch.nn.utils.clip_grad_norm_(group, grad_clip)
         if math.isfinite(norm) and math.isfinite(loss):
             scaler.step(opt)
             self.in_a_row = 0
         else:
             self.in_a_row += 1
-            monitor.add({"skipped_nonfinite": 1.0})
+            monitor.add({"skipped_nonfinite" + (f"_{self.what}" if self.what else ""): 1.0})
             log.warning(
-                "step %d: non-finite loss or gradient; update skipped (%d in a row)",
+                "step %d: non-finite %sloss or gradient; update skipped (%d in a row)",
                 step,
+                f"{self.what} " if self.what else "",
                 self.in_a_row,
             )
             if self.in_a_row >= self.max_in_a_row:

@@ -16,19 +16,13 @@ from typing import Any
 
 import torch
 
-from pvdm import runs
-from pvdm.data import from_model_range, to_model_range, write_video
+from pvdm.data import from_model_range, write_video
+from pvdm.metrics.recon import reconstruct
 from pvdm.runs import RunFolder
-from pvdm.runtime import autocast, module_device
 
-__all__ = ["save_preview", "save_snapshot", "snapshot_dir"]
+__all__ = ["save_preview", "save_snapshot"]
 
 log = logging.getLogger(__name__)
-
-
-def snapshot_dir(run: RunFolder, name: int | str) -> Path:
-    """snapshots/step-<8 digits> for a step, snapshots/<name> otherwise (see `pvdm.runs`)."""
-    return runs.snapshot_dir(run.root, name)
 
 
 def save_snapshot(
@@ -40,7 +34,7 @@ def save_snapshot(
     **metadata: Any,
 ) -> Path:
     """Save `model` as a pretrained folder; keep only the newest `keep` step snapshots (0 = all)."""
-    path = snapshot_dir(run, name)
+    path = run.snapshot(name)
     model.save_pretrained(path, metadata={"step": step, **metadata})
     if keep > 0:
         steps = sorted(run.snapshots.glob("step-*"))
@@ -59,15 +53,9 @@ def save_preview(
     precision: str,
 ) -> Path:
     """Real (left) next to reconstructed (right) clips as a GIF, also sent to TensorBoard."""
-    device = module_device(model)
-    was_training = model.training
-    model.eval()
-    x = to_model_range(clips.to(device))
-    with autocast(precision, device):
-        xrec = model(x).float()
-    model.train(was_training)
-    side = torch.cat([clips.to(device), from_model_range(xrec)], dim=-1)  # [B, C, T, H, 2W]
+    recon = from_model_range(reconstruct(model, clips, precision=precision)).cpu()
+    side = torch.cat([clips, recon], dim=-1)  # [B, C, T, H, 2W]
     path = run.previews / f"reconstruction-{step:08d}.gif"
-    write_video(path, side.cpu())
+    write_video(path, side)
     monitor.add_video("reconstruction", side, step)
     return path
