@@ -17,6 +17,7 @@ from serve_helpers import Server, tiny_run, video_file
 from train_helpers import run_pvdm
 
 from pvdm.data import read_video
+from pvdm.diffusion import SamplingConfig
 
 pytest.importorskip("gradio", reason='the app extra is not installed (pip install -e ".[app]")')
 gradio_client = pytest.importorskip("gradio_client")
@@ -61,11 +62,15 @@ def test_api_has_the_two_named_endpoints(client) -> None:
     assert all(p["parameter_has_default"] for p in endpoints["/sample"]["parameters"])
 
 
-def test_sample_with_every_input_at_its_default(client) -> None:
+def test_sample_with_every_input_at_its_default(client, model) -> None:
+    from pvdm.diffusion import PVDMPipeline
+
     gallery, files, info = client.predict(api_name="/sample")
     assert len(gallery) == len(files) == 1 and gallery[0]["caption"] == "seed 0"
     assert files[0].endswith(".mp4") and _frames(files[0]) == CLIP
-    assert info["sampler"] == "dpm" and info["steps"] == 20 and info["seeds"] == [0]
+    default = SamplingConfig()
+    steps = PVDMPipeline.from_pretrained(model).resolve(default).steps
+    assert info["sampler"] == default.sampler and info["steps"] == steps and info["seeds"] == [0]
 
 
 def test_sample_a_long_class_conditional_batch(client) -> None:
@@ -110,6 +115,35 @@ def test_cancel_stops_a_long_job_and_frees_the_queue(client) -> None:
         job.result(timeout=30)
     _, files, _ = client.predict(steps=2, api_name="/sample")
     assert _frames(files[0]) == CLIP and time.monotonic() - started < 20
+
+
+def test_another_clients_cancel_does_not_stop_my_job(client, server) -> None:
+    job = client.submit(num=1, frames=12, sampler="ddim", steps=20, api_name="/sample")
+    deadline = time.monotonic() + 30
+    while job.status().code.name != "PROGRESS" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    gradio_client.Client(server.url, verbose=False).predict(api_name="/cancel")  # someone else
+    _, files, info = job.result(timeout=120)
+    assert _frames(files[0]) == 12 and info["steps"] == 20
+
+
+@pytest.mark.parametrize(
+    ("inputs", "message"),
+    [
+        ({"num": 100}, "Value 100 is greater than maximum value 8"),
+        ({"seed": 2**64}, r"seed must lie in \[0, 2\*\*63"),
+        ({"seed": -1}, r"seed must lie in"),
+        ({"steps": 2.5}, "steps must be a whole number"),
+    ],
+    ids=["slider-range", "seed-beyond-64-bits", "seed-negative", "fractional-steps"],
+)
+def test_bad_values_are_refused_in_one_log_line(client, server, inputs, message) -> None:
+    before = server.log.read_text()
+    with pytest.raises(gradio_client.exceptions.AppError, match=message):
+        client.predict(**inputs, api_name="/sample")
+    new = server.log.read_text()[len(before) :]
+    assert "Traceback" not in new and "request refused" in new
+    assert server.alive()
 
 
 def test_the_page_generates_a_playable_video_in_a_browser(server, tmp_path) -> None:

@@ -246,6 +246,10 @@ def build_app(studio: Studio, model_dir: str | Path) -> Any:
             """Stop this client's running job at its next denoising step."""
             studio.cancel(owner_of(request))
 
+        # Gradio passes the client's request to a parameter annotated gr.Request; it reads the
+        # annotations with typing.get_type_hints, which cannot see this function's local `gr`
+        for fn in (run_sample, run_continue, cancel_job):
+            fn.__annotations__["request"] = gr.Request
         for button, api in ((cancel, "public"), (c_cancel, "private")):
             # Gradio's own cancel frees the queue slot but cannot stop a function running in a
             # thread; the studio's flag stops the job itself. Also the API's /cancel.
