@@ -17,6 +17,7 @@ misses the CPU attention kernels; `CPU_SDPA_FLOPS` adds them with its own SDPA f
 
 from __future__ import annotations
 
+import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -91,6 +92,17 @@ def time_step(
 
 def median(times: list[float]) -> float:
     return statistics.median(times)
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (else what `platform` knows)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 # ---- peak: one large matmul, one large convolution ------------------------------------------

@@ -56,16 +56,6 @@ PEAK_SIZES = {"full": (2048, 16, 128, 64), "tiny": (512, 2, 64, 32)}
 TINY_BATCHES = {"ae-train-demo": 2, "dm-train-demo": 4, "sample-demo": 2}
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def demo_sampling_batch() -> int:
     """Clips per UNet call when the demo samples: its clip count, at most the pipeline's batch."""
     from pvdm.demo.outputs import NUM_CLIPS
@@ -316,7 +306,7 @@ def main() -> int:
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         "torch": torch.__version__,
-        "cpu_model": cpu_model(),
+        "cpu_model": steps.cpu_model(),
         "cpu_count": os.cpu_count(),
         "threads": torch.get_num_threads(),
         "platform": platform.platform(),
