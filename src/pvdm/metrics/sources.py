@@ -34,6 +34,7 @@ from pvdm.data import (
     eval_requests,
     read_video,
 )
+from pvdm.data.digest import video_digests
 from pvdm.errors import DataError
 from pvdm.metrics.protocols import Protocol
 
@@ -154,16 +155,22 @@ class RealClips:
 
 
 def dataset_identity(cfg: DataConfig, dataset: Any) -> str:
-    """Layout, root, split, fold and a digest of the usable videos (paths and frame counts).
+    """Layout, root, split, fold and a digest of the usable videos (paths, frame counts and
+    the SHA-256 of their bytes, `pvdm.data.digest`).
 
-    Adding, removing or re-encoding videos to another length changes it, so cached
-    statistics of an older copy of the data are not reused.
+    Adding, removing, re-encoding or repainting videos (frames re-extracted at another size or
+    quality under the same names) changes it, so cached statistics of an older copy of the
+    data are not reused.
     """
-    listing = "\n".join(f"{v.path}|{v.num_frames}" for v in dataset.videos)
     if dataset.layout == "synthetic":
+        listing = "\n".join(f"{v.path}|{v.num_frames}" for v in dataset.videos)
         listing += f"\nseed={cfg.synthetic_seed}"
         root = "synthetic"
     else:
+        contents = video_digests([v.path for v in dataset.videos])
+        listing = "\n".join(
+            f"{v.path}|{v.num_frames}|{digest}" for v, digest in zip(dataset.videos, contents)
+        )
         root = str(Path(cfg.path).expanduser().resolve())
     digest = hashlib.sha256(listing.encode("utf-8")).hexdigest()[:16]
     return f"{dataset.layout}:{root}:{cfg.split}:fold{cfg.fold}:{len(dataset)}:{digest}"
