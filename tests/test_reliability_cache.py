@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from einops import rearrange
 from eval_helpers import stand_in_detector
@@ -88,3 +89,56 @@ def test_video_digest_follows_file_bytes_and_frame_names(tmp_path) -> None:
     assert video_digest(clip) != digest
     expected = [video_digest(video), video_digest(clip), video_digest(video)]
     assert video_digests([video, clip, video]) == expected
+
+
+# --- latent cache rebuilds --------------------------------------------------------------------
+
+
+def _tiny_autoencoder(seed: int):
+    from train_helpers import TINY_AE
+
+    from pvdm.config import apply_overrides
+    from pvdm.models import TriplaneAutoencoder
+    from pvdm.presets import AUTOENCODER_RUNS
+
+    torch.manual_seed(seed)
+    return TriplaneAutoencoder(apply_overrides(AUTOENCODER_RUNS["debug"](), TINY_AE).model)
+
+
+def test_a_killed_cache_rebuild_leaves_the_old_cache_whole(tmp_path, monkeypatch) -> None:
+    import pvdm.diffusion.cache as cache_module
+    from pvdm.data import open_dataset
+    from pvdm.diffusion.cache import LatentCache, build_latent_cache, model_fingerprint
+
+    monkeypatch.setenv("PVDM_CACHE", str(tmp_path / "pvdm-cache"))
+    data = DataConfig(resolution=16, frames=4, synthetic_videos=4, synthetic_frames=12)
+    dataset = open_dataset(data, clip_frames=8)
+    old_ae, new_ae = _tiny_autoencoder(0), _tiny_autoencoder(1)
+    out = tmp_path / "latents"
+    settings = dict(frames=4, windows_per_video=1, batch_size=2, shard_size=2, progress=False)
+    build_latent_cache(old_ae, dataset, out, **settings)  # two shards
+    old = LatentCache(out).tensors
+
+    real_save = cache_module.save_file
+    calls = []
+
+    def killed_after_one_shard(tensors, path):
+        calls.append(path)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # the process dies while writing the second shard
+        real_save(tensors, path)
+
+    monkeypatch.setattr(cache_module, "save_file", killed_after_one_shard)
+    with pytest.raises(KeyboardInterrupt):
+        build_latent_cache(new_ae, dataset, out, **settings)
+    monkeypatch.undo()
+    kept = LatentCache(out)  # the old cache, all of it
+    assert kept.manifest["autoencoder_fingerprint"] == model_fingerprint(old_ae)
+    assert all(torch.equal(kept.tensors[k], v) for k, v in old.items())
+
+    build_latent_cache(new_ae, dataset, out, **settings)  # finished: all new, old shards gone
+    new = LatentCache(out)
+    assert new.manifest["autoencoder_fingerprint"] == model_fingerprint(new_ae)
+    assert not torch.equal(new.tensors["target"], old["target"])
+    on_disk = sorted(p.name for p in out.glob("shard-*"))
+    assert on_disk == sorted(s["file"] for s in new.manifest["shards"]) and len(on_disk) == 2
