@@ -8,6 +8,7 @@ it samples with.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 from pathlib import Path
 
@@ -17,11 +18,18 @@ import torch
 from einops import rearrange
 from eval_helpers import stand_in_detector
 from PIL import Image
+from train_helpers import TINY_AE, TINY_DM
 
-from pvdm.data import DataConfig
+import pvdm.diffusion.cache as cache_module
+import pvdm.train.diffusion as dm_train
+from pvdm.config import apply_overrides
+from pvdm.data import DataConfig, open_dataset
+from pvdm.diffusion.cache import LatentCache, build_latent_cache, model_fingerprint
 from pvdm.metrics import PROTOCOLS
 from pvdm.metrics.runner import reference_stats
 from pvdm.metrics.sources import RealClips
+from pvdm.models import TriplaneAutoencoder, load_model
+from pvdm.presets import AUTOENCODER_RUNS, DIFFUSION_RUNS
 
 # --- reference statistics ---------------------------------------------------------------------
 
@@ -94,22 +102,12 @@ def test_video_digest_follows_file_bytes_and_frame_names(tmp_path) -> None:
 # --- latent cache rebuilds --------------------------------------------------------------------
 
 
-def _tiny_autoencoder(seed: int):
-    from train_helpers import TINY_AE
-
-    from pvdm.config import apply_overrides
-    from pvdm.models import TriplaneAutoencoder
-    from pvdm.presets import AUTOENCODER_RUNS
-
+def _tiny_autoencoder(seed: int) -> TriplaneAutoencoder:
     torch.manual_seed(seed)
     return TriplaneAutoencoder(apply_overrides(AUTOENCODER_RUNS["debug"](), TINY_AE).model)
 
 
 def test_a_killed_cache_rebuild_leaves_the_old_cache_whole(tmp_path, monkeypatch) -> None:
-    import pvdm.diffusion.cache as cache_module
-    from pvdm.data import open_dataset
-    from pvdm.diffusion.cache import LatentCache, build_latent_cache, model_fingerprint
-
     monkeypatch.setenv("PVDM_CACHE", str(tmp_path / "pvdm-cache"))
     data = DataConfig(resolution=16, frames=4, synthetic_videos=4, synthetic_frames=12)
     dataset = open_dataset(data, clip_frames=8)
@@ -142,3 +140,39 @@ def test_a_killed_cache_rebuild_leaves_the_old_cache_whole(tmp_path, monkeypatch
     assert not torch.equal(new.tensors["target"], old["target"])
     on_disk = sorted(p.name for p in out.glob("shard-*"))
     assert on_disk == sorted(s["file"] for s in new.manifest["shards"]) and len(on_disk) == 2
+
+
+# --- the autoencoder of a diffusion run -------------------------------------------------------
+
+
+def test_a_resumed_diffusion_run_encodes_with_the_copy_it_samples_with(
+    tmp_path, monkeypatch, caplog
+) -> None:
+    monkeypatch.setenv("PVDM_CACHE", str(tmp_path / "pvdm-cache"))
+    source = tmp_path / "ae"
+    _tiny_autoencoder(0).save_pretrained(source)
+    encoders = []
+    real_batches = dm_train.EncodedBatches
+
+    def spy(loader_factory, autoencoder, frames, precision):
+        encoders.append(model_fingerprint(autoencoder))
+        return real_batches(loader_factory, autoencoder, frames, precision)
+
+    monkeypatch.setattr(dm_train, "EncodedBatches", spy)
+    overrides = [*TINY_DM, f"autoencoder={source}", "data.resolution=16", "data.frames=4"]
+    overrides += ["train.preview_every=0", "train.checkpoint_every=1", "data.num_workers=0"]
+    run = tmp_path / "dm"
+    dm_train.train_diffusion(
+        apply_overrides(DIFFUSION_RUNS["debug"](), [*overrides, "train.max_steps=1"]), run
+    )
+    copy = model_fingerprint(load_model(run / "autoencoder"))
+    assert encoders == [copy]
+
+    _tiny_autoencoder(1).save_pretrained(source)  # the autoencoder's own run moved on
+    with caplog.at_level(logging.WARNING, logger="pvdm.train.diffusion"):
+        dm_train.train_diffusion(
+            apply_overrides(DIFFUSION_RUNS["debug"](), [*overrides, "train.max_steps=2"]), run
+        )
+    assert encoders == [copy, copy], "the resumed run encoded with another autoencoder"
+    assert model_fingerprint(load_model(run / "autoencoder")) == copy  # the copy is kept
+    assert "no longer the autoencoder this run started with" in caplog.text
