@@ -4,6 +4,7 @@ traceback (detector pickles, videos that grow part-way, checkpoint headers, pipe
 from __future__ import annotations
 
 import contextlib
+import json
 import pickle
 import signal
 import struct
@@ -12,8 +13,9 @@ from collections.abc import Iterator
 import av
 import numpy as np
 import pytest
+import torch
 
-from pvdm.errors import CheckpointError
+from pvdm.errors import CheckpointError, PvdmError
 
 # --- detector pickles -------------------------------------------------------------------------
 
@@ -110,3 +112,95 @@ def test_every_decoded_frame_is_held_to_the_size_limit(tmp_path, monkeypatch) ->
             decode.read_frames(path, info, [0, 5], resolution=resolution)
     with pytest.raises(ReadError, match="64x64 are too large"):
         decode.decode_all(path)
+
+
+# --- checkpoint headers and weights -------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def unet_file(tmp_path_factory):
+    """A debug UNet saved by pvdm: its weights and its header."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from pvdm.models import TriplaneUNet, unet_preset
+
+    torch.manual_seed(0)
+    path = TriplaneUNet(unet_preset("debug")).save_pretrained(tmp_path_factory.mktemp("u") / "m")
+    with safe_open(str(path / "model.safetensors"), framework="pt") as f:
+        header = json.loads(f.metadata()["pvdm"])
+    return load_file(str(path / "model.safetensors")), header
+
+
+def _header(header: dict, **changes) -> str:
+    changed = {k: v for k, v in {**header, **changes}.items() if v is not None}
+    return json.dumps(changed)
+
+
+@pytest.mark.parametrize(
+    "case,match",
+    [
+        ("not json", "header that is not JSON"),
+        ("a list", "invalid pvdm header"),
+        ("no config", "without a model type and config object"),
+        ("config a list", "without a model type and config object"),
+        ("model type a list", "without a model type and config object"),
+        ("deep", "nested deeper than 100 levels"),
+        ("int weights", r"as int32 values, but the model's .* is float32"),
+        ("bool weights", r"as bool values, but the model's .* is float32"),
+    ],
+)
+def test_malformed_checkpoints_are_one_checkpoint_error(tmp_path, unet_file, case, match):
+    from safetensors.torch import save_file
+
+    from pvdm.models import load_model
+
+    tensors, header = unet_file
+    raw = {
+        "not json": "{not json",
+        "a list": "[1, 2]",
+        "no config": _header(header, config=None),
+        "config a list": _header(header, config=[1]),
+        "model type a list": _header(header, model_type=["unet"]),
+        "deep": "[" * 100_000 + "]" * 100_000,
+    }.get(case, json.dumps(header))
+    if case == "int weights":
+        tensors = {k: (v * 100).to(torch.int32) for k, v in tensors.items()}
+    if case == "bool weights":
+        tensors = {k: v > 0 for k, v in tensors.items()}
+    path = tmp_path / "m.safetensors"
+    save_file(tensors, str(path), metadata={"pvdm": raw, "format": "pt"})
+    with pytest.raises(CheckpointError, match=match):
+        load_model(path)
+
+
+def test_i3d_state_dicts_of_integers_are_refused(tmp_path) -> None:
+    from eval_helpers import random_i3d_state
+
+    from pvdm.metrics.fvd import load_i3d
+
+    state = {k: (v * 100).to(torch.int64) for k, v in random_i3d_state().items()}
+    with pytest.raises(CheckpointError, match="integer or bool values"):
+        load_i3d(state)
+    path = tmp_path / "i3d.pt"
+    torch.save({**random_i3d_state(), "Conv3d_1a_7x7.bn.bias": 3}, path)
+    with pytest.raises(CheckpointError, match="not tensors"):
+        load_i3d(path)
+
+
+def test_a_deeply_nested_pipeline_json_is_one_error(tmp_path) -> None:
+    from pvdm.diffusion.pipeline import PIPELINE_FILE, PVDMPipeline
+
+    (tmp_path / PIPELINE_FILE).write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(PvdmError, match=f"{PIPELINE_FILE} cannot be read"):
+        PVDMPipeline.from_pretrained(tmp_path)
+
+
+def test_parse_json_bounds_the_depth() -> None:
+    from pvdm.jsonl import parse_json
+
+    assert parse_json(b'{"a": [1, {"b": null}]}') == {"a": [1, {"b": None}]}
+    assert parse_json("[" * 100 + "]" * 100) is not None
+    for depth in (101, 100_000):
+        with pytest.raises(json.JSONDecodeError, match="nested deeper than 100 levels"):
+            parse_json("[" * depth + "]" * depth)

@@ -239,9 +239,13 @@ def is_torchscript_file(path: str | os.PathLike) -> bool:
 
 def _read_state_dict(path: Path) -> Mapping[str, torch.Tensor]:
     if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        return load_file(path)
+        try:
+            return load_file(path)
+        except (SafetensorError, OSError) as e:
+            raise CheckpointError(f"cannot read I3D weights {path} ({e})") from None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
