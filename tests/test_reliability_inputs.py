@@ -9,6 +9,7 @@ import pickle
 import signal
 import struct
 from collections.abc import Iterator
+from pathlib import Path
 
 import av
 import numpy as np
@@ -204,3 +205,46 @@ def test_parse_json_bounds_the_depth() -> None:
     for depth in (101, 100_000):
         with pytest.raises(json.JSONDecodeError, match="nested deeper than 100 levels"):
             parse_json("[" * depth + "]" * depth)
+
+
+# --- what the serve page reads ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pipeline_folder(tmp_path_factory):
+    """A random debug pipeline saved by pvdm (32x32, 8-frame clips)."""
+    from pvdm.diffusion.pipeline import PVDMPipeline
+    from pvdm.models import TriplaneAutoencoder, TriplaneUNet, autoencoder_preset, unet_preset
+
+    torch.manual_seed(0)
+    pipe = PVDMPipeline(
+        TriplaneUNet(unet_preset("debug")), TriplaneAutoencoder(autoencoder_preset("debug"))
+    )
+    return pipe.save_pretrained(tmp_path_factory.mktemp("pipe") / "pipe")
+
+
+@pytest.mark.parametrize(
+    "config_yaml", ["- 1\n- 2\n", "data: [1]\ntrain: 3\n", "[" * 5000 + "]" * 5000, b"\xff\xfe"]
+)
+def test_the_model_card_shows_odd_run_files_instead_of_failing(
+    tmp_path, pipeline_folder, config_yaml
+) -> None:
+    import shutil
+
+    from pvdm.diffusion.pipeline import PVDMPipeline
+    from pvdm.serve.model_card import LADDER_FILE, model_card
+
+    folder = Path(shutil.copytree(pipeline_folder, tmp_path / "run"))
+    raw = config_yaml if isinstance(config_yaml, bytes) else config_yaml.encode()
+    (folder / "config.yaml").write_bytes(raw)
+    records = [
+        {"metric": "fvd16_16f", "results": [123.5, 7], "num_fake": 16, "num_real": 16},
+        {"metric": "isv16", "results": "n/a"},
+    ]
+    for r in records:
+        (folder / f"metric-{r['metric']}.jsonl").write_text(json.dumps(r) + "\n")
+    (folder / LADDER_FILE).write_text("[" * 100_000 + "]" * 100_000)
+    card = model_card(PVDMPipeline.from_pretrained(folder), folder)
+    assert "| fvd16_16f | [123.5, 7] | 16 / 16 |" in card
+    assert "| isv16 | n/a | ? / ? |" in card
+    assert "| training |" not in card and "FVD ladder" not in card
