@@ -33,33 +33,79 @@ rungs are comparable with each other because they share the reference set and th
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
+import math
+import sys
+import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
+
+from pvdm.atomic import atomic_path, atomic_write_text
+from pvdm.diffusion.pipeline import PIPELINE_FILE
+from pvdm.errors import ConfigError, PvdmError
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_SAMPLERS = "ddim:100:1,dpm:20:0,ddpm:0:1"  # sampler:steps:eta (ddpm: 0 = every step)
 SAMPLER_GRID = "ddim:20,50,100,200:0;ddim:20,50,100,200:1;dpm:10,15,20,25,50:0"
 RUNGS = ("floor", "autoencoder", "generated", "continuation", "baselines", "drift")
+LAYOUTS = ("auto", "ucf101", "sky", "folder", "synthetic")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors are one line (no usage block), like the checks after parsing."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _sampler(name: str, steps: str, eta: str, flag: str, item: str) -> tuple[str, int, float]:
+    """One sampler:steps:eta of --samplers or --sampler-grid, checked (steps 0: the default)."""
+    from pvdm.diffusion.samplers import DEFAULT_STEPS
+
+    if name not in DEFAULT_STEPS:
+        raise ConfigError(
+            f"{flag} {item!r}: unknown sampler {name!r}; use {', '.join(DEFAULT_STEPS)}"
+        )
+    try:
+        count, value = int(steps), float(eta)
+    except ValueError:
+        raise ConfigError(
+            f"{flag} {item!r}: steps must be a whole number and eta a number (sampler:steps:eta)"
+        ) from None
+    if count < 0 or not math.isfinite(value) or value < 0:
+        raise ConfigError(f"{flag} {item!r}: steps must be 0 or more and eta a finite number >= 0")
+    return name, count, value
 
 
 def _parse_samplers(text: str) -> list[tuple[str, int | None, float]]:
     out = []
     for item in filter(None, text.split(",")):
-        name, steps, eta = item.split(":")
-        out.append((name, int(steps) or None, float(eta)))
+        parts = item.split(":")
+        if len(parts) != 3:
+            raise ConfigError(f"--samplers {item!r}: expected sampler:steps:eta, e.g. ddim:100:1")
+        name, steps, eta = _sampler(*parts, "--samplers", item)
+        out.append((name, steps or None, eta))
     return out
 
 
 def _parse_grid(text: str) -> list[tuple[str, int, float]]:
     out = []
     for group in filter(None, text.split(";")):
-        name, steps, eta = group.split(":")
-        out += [(name, int(s), float(eta)) for s in steps.split(",")]
+        parts = group.split(":")
+        if len(parts) != 3:
+            raise ConfigError(
+                f"--sampler-grid {group!r}: expected sampler:steps,steps,...:eta, e.g. ddim:20,50:0"
+            )
+        for steps in parts[1].split(","):
+            name, count, eta = _sampler(parts[0], steps, parts[2], "--sampler-grid", group)
+            if count < 1:
+                raise ConfigError(f"--sampler-grid {group!r}: step counts must be at least 1")
+            out.append((name, count, eta))
     return out
 
 
@@ -70,8 +116,76 @@ def _label(sampler: str, steps: int | None, eta: float) -> str:
     return f"generated, {solver}-{steps}" + (f" eta {eta:g}" if sampler == "ddim" else "")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def _writable_file(path: Path, flag: str) -> None:
+    """Refuse a file path that is a folder or whose folder cannot be written."""
+    if path.is_dir():
+        raise ConfigError(f"{flag} {path} is a folder; give a file name")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path.parent):
+            pass
+    except OSError as e:
+        raise ConfigError(
+            f"{flag} {path} cannot be written ({e.strerror or e}); give a writable place"
+        ) from None
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Every flag checked before any work: a bad value is one `PvdmError` sentence."""
+    from pvdm.data import DataConfig
+    from pvdm.runtime import resolve_device
+    from pvdm.weights import KNOWN_WEIGHTS, resolve_weights
+
+    wanted = args.rungs.split(",")
+    unknown = sorted(set(wanted) - set(RUNGS))
+    if unknown:
+        raise ConfigError(f"--rungs: unknown rungs {unknown} (known: {', '.join(RUNGS)})")
+    for flag, value, least in (
+        ("--num", args.num, 2),  # an FVD needs two clips for a covariance
+        ("--batch-size", args.batch_size, 1),
+        ("--seed", args.seed, 0),
+    ):
+        if value < least:
+            raise ConfigError(f"{flag} must be at least {least}, got {value}")
+    if "drift" in wanted and (args.long_videos < 2 or args.long_frames < 16):
+        raise ConfigError(
+            "the drift rung needs --long-videos 2 or more and --long-frames 16 or more, got "
+            f"{args.long_videos} and {args.long_frames} (or leave drift out of --rungs)"
+        )
+    samplers = _parse_samplers(args.samplers)
+    if not samplers and {"generated", "continuation", "drift"} & set(wanted):
+        raise ConfigError("--samplers is empty; give at least one sampler:steps:eta")
+    _parse_grid(args.sampler_grid)
+    if not (args.model / PIPELINE_FILE).is_file():
+        raise ConfigError(
+            f"--model {args.model} is not a diffusion run or pipeline folder (no {PIPELINE_FILE})"
+        )
+    if args.layout not in LAYOUTS:
+        raise ConfigError(f"--layout {args.layout!r}: use {', '.join(LAYOUTS)}")
+    DataConfig(path=args.data, layout=args.layout).validate()
+    if args.data != "synthetic" and not Path(args.data).expanduser().exists():
+        raise ConfigError(f"--data {args.data} does not exist")
+    if args.i3d not in KNOWN_WEIGHTS:
+        resolve_weights(args.i3d)  # a missing file is one WeightsError sentence
+    resolve_device(args.device)
+    if args.out.suffix != ".json":
+        raise ConfigError(f"--out {args.out} must end in .json (the chart goes beside it as .png)")
+    _writable_file(args.out, "--out")
+    if args.reference_cache is not None:
+        _writable_file(args.reference_cache, "--reference-cache")
+
+
+def _check_steps(pipe: Any, args: argparse.Namespace) -> None:
+    """Step counts the model's schedule cannot run, refused before measuring."""
+    from pvdm.diffusion.samplers import resolve_steps
+
+    num_timesteps = int(pipe.schedule.num_timesteps)
+    for name, steps, _ in [*_parse_samplers(args.samplers), *_parse_grid(args.sampler_grid)]:
+        resolve_steps(name, steps, num_timesteps)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _Parser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", type=Path, required=True, help="diffusion run or pipeline")
     parser.add_argument("--data", required=True, help="the real dataset the model was trained on")
     parser.add_argument("--layout", default="auto")
@@ -101,21 +215,27 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/quality.json")
-    args = parser.parse_args()
-    unknown = set(args.rungs.split(",")) - set(RUNGS)
-    if unknown:
-        parser.error(f"unknown rungs {sorted(unknown)} (known: {', '.join(RUNGS)})")
-    report = run(args)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args = parser.parse_args(argv)
+    try:
+        check_args(args)
+        report = run(args)
+    except PvdmError as e:
+        print(f"{parser.prog}: error: {e}", file=sys.stderr)
+        return 2
     text = json.dumps(report, indent=2) + "\n"
-    args.out.write_text(text)
+    atomic_write_text(args.out, text)
     print(f"wrote {args.out} and {report['chart']}")
     if args.model.is_dir():  # beside the model, where `pvdm serve`'s model card finds it
-        from pvdm.atomic import atomic_write_text
         from pvdm.serve.model_card import LADDER_FILE
 
-        atomic_write_text(args.model / LADDER_FILE, text)
-        print(f"wrote {args.model / LADDER_FILE}")
+        try:
+            atomic_write_text(args.model / LADDER_FILE, text)
+            print(f"wrote {args.model / LADDER_FILE}")
+        except OSError as e:
+            print(
+                f"could not write {args.model / LADDER_FILE} ({e.strerror or e})", file=sys.stderr
+            )
+    return 0
 
 
 def _clips(data: Any, split: str, num: int, frames: int, seed: int) -> tuple[torch.Tensor, str]:
@@ -140,24 +260,33 @@ def _clips(data: Any, split: str, num: int, frames: int, seed: int) -> tuple[tor
 def _reference_features(
     args: argparse.Namespace, detector: Any, data: Any, res: int
 ) -> tuple[torch.Tensor, int]:
-    """I3D features of the reference clips, from `--reference-cache` when it matches."""
+    """I3D features of the reference clips, from `--reference-cache` when it matches (the key
+    holds the data's identity, digests of the video bytes included, as `pvdm eval`'s cache)."""
+    from pvdm.data import open_dataset
+    from pvdm.metrics.sources import dataset_identity
+
+    train = dataclasses.replace(data, split="train")
     key = {
         "detector": json.dumps(detector.describe(), sort_keys=True),
-        "data": str(args.data),
+        "data": dataset_identity(train, open_dataset(train, clip_frames=16)),
         "resolution": res,
         "num": args.num,
         "seed": args.seed,
     }
     path = args.reference_cache
     if path is not None and path.is_file():
-        saved = torch.load(path, weights_only=True)
-        if saved.get("key") == key:
+        try:
+            saved = torch.load(path, weights_only=True)
+        except Exception as e:  # truncated or not ours: measured again and replaced
+            print(f"ignoring unreadable --reference-cache {path} ({type(e).__name__})", flush=True)
+            saved = None
+        if isinstance(saved, dict) and saved.get("key") == key:
             return saved["features"], int(saved["clips"])
     reference, _ = _clips(data, "train", args.num, 16, args.seed)
     features = detector(reference)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"key": key, "features": features, "clips": reference.shape[0]}, path)
+        with atomic_path(path) as tmp:
+            torch.save({"key": key, "features": features, "clips": reference.shape[0]}, tmp)
     return features, int(reference.shape[0])
 
 
@@ -175,6 +304,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     torch.manual_seed(args.seed)
     started = time.perf_counter()
     pipe = PVDMPipeline.from_pretrained(args.model, device=args.device)
+    _check_steps(pipe, args)
     cf = pipe.clip_frames
     res = int(pipe.autoencoder.config.resolution)
     detector = load_fvd_detector(
@@ -221,7 +351,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             generate(n, 16, sampler, steps, eta, seed + 10_000),
             sampler=sampler, steps=steps, eta=eta,
         )  # fmt: skip
-    sampler, steps, eta = _parse_samplers(args.samplers)[0]
+    # continuations and the drift curve use the first sampler (check_args made sure of one)
+    sampler, steps, eta = (_parse_samplers(args.samplers) or [("ddim", None, 1.0)])[0]
     if "continuation" in wanted:
         given = heldout[:, :, :cf]
         cont = pipe(
@@ -293,4 +424,4 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
