@@ -183,9 +183,11 @@ def list_videos(folder: str | os.PathLike) -> list[Path]:
     """The videos in `folder`: video files and frame folders, found as the data layer finds a
     folder dataset (`pvdm.data.layouts`, recursive, natural order).
 
-    Images directly in `folder` (`pvdm sample`'s `grid.png`) are not a video. Two files of one
+    Images directly in `folder` (`pvdm sample`'s `grid.png`) are not a video. Links to one file
+    count once, and links to folders outside `folder` are not followed. Two files of one
     name in different formats (`sample-0000.mp4` and `sample-0000.gif`, as older `pvdm sample`
-    wrote) are refused: each would count as a sample and bias the metric.
+    wrote) are refused: each would count as a sample and bias the metric; so are empty files
+    (a write that failed), which hold no video at all.
     """
     from pvdm.data.layouts import discover
 
@@ -193,7 +195,15 @@ def list_videos(folder: str | os.PathLike) -> list[Path]:
     if not folder.is_dir():
         raise DataError(f"--fake {folder} is not a folder; give a folder of videos")
     root = folder.expanduser().absolute()
-    videos = [p for p, _ in discover(root, "folder", "all", 1).items if p != root]
+    found = discover(root, "folder", "all", 1, links_out=False)
+    videos = [p for p, _ in found.items if p != root]
+    empty = [p.name for p in videos if p.is_file() and p.stat().st_size == 0]
+    if empty:
+        shown = ", ".join(empty[:3]) + (f" and {len(empty) - 3} more" if len(empty) > 3 else "")
+        raise DataError(
+            f"--fake {folder} holds {len(empty)} empty file(s) (0 bytes: {shown}), videos whose "
+            "writing failed; delete them or write the samples again"
+        )
     stems: dict[Path, Path] = {}
     for path in videos:
         stem = path.with_suffix("") if path.is_file() else path
