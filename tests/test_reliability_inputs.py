@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import pickle
+import re
 import signal
 import struct
 from collections.abc import Iterator
@@ -248,3 +249,24 @@ def test_the_model_card_shows_odd_run_files_instead_of_failing(
     assert "| fvd16_16f | [123.5, 7] | 16 / 16 |" in card
     assert "| isv16 | n/a | ? / ? |" in card
     assert "| training |" not in card and "FVD ladder" not in card
+
+
+@pytest.mark.parametrize("name", ["config.yaml", "config.json"])
+@pytest.mark.parametrize("text", ["[" * 100_000 + "]" * 100_000, b"\xff\xfe not text"])
+def test_a_run_config_that_cannot_be_parsed_is_one_config_error(tmp_path, name, text) -> None:
+    from pvdm.config import ConfigError, load_config
+    from pvdm.train.diffusion import DiffusionRunConfig
+
+    path = tmp_path / name
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    with pytest.raises(ConfigError, match=re.escape(f"cannot parse config file {path}")):
+        load_config(DiffusionRunConfig, path)
+
+
+def test_a_deeply_nested_cache_manifest_is_one_data_error(tmp_path) -> None:
+    from pvdm.diffusion.cache import LatentCache
+    from pvdm.errors import DataError
+
+    (tmp_path / "manifest.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(DataError, match=r"manifest\.json cannot be read"):
+        LatentCache(tmp_path)

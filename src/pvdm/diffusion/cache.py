@@ -35,6 +35,7 @@ from tqdm import tqdm
 from pvdm.atomic import atomic_path, atomic_write_text
 from pvdm.data import to_model_range
 from pvdm.errors import DataError
+from pvdm.jsonl import parse_json
 from pvdm.models.latent import LatentShape, TriplaneLatent
 from pvdm.runtime import autocast, module_device
 from pvdm.seeds import mix_seed
@@ -175,7 +176,7 @@ class LatentCache(torch.utils.data.Dataset):
             )
         rebuild = "; rebuild it with `pvdm cache-latents`"
         try:
-            self.manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
+            self.manifest = parse_json((path / "manifest.json").read_bytes())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
             raise DataError(f"{path}/manifest.json cannot be read ({e}){rebuild}") from None
         if not isinstance(self.manifest, dict):
