@@ -277,16 +277,11 @@ def pipeline(s: Settings):
 
 
 def pipeline_defaults(pipe) -> dict:
-    import inspect
-
-    from pvdm.diffusion.samplers import resolve_steps
-
-    params = inspect.signature(type(pipe).__call__).parameters
-    sampler = params["sampler"].default
+    request = pipe.resolve()  # the default generation request, checked against this model
     return {
-        "sampler": sampler,
-        "steps": resolve_steps(sampler, params["steps"].default, pipe.schedule.num_timesteps),
-        "eta": params["eta"].default,
+        "sampler": request.sampler,
+        "steps": request.steps,
+        "eta": request.record()["eta"],
         "frames": pipe.clip_frames,
         "resolution": pipe.autoencoder.config.resolution,
         "precision": "fp32",

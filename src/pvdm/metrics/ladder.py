@@ -148,30 +148,39 @@ def noise_videos(shape: tuple[int, ...], *, seed: int = 0) -> torch.Tensor:
 def reference_features(
     detector: Any, data: Any, num: int, seed: int, cache: Any = None
 ) -> tuple[torch.Tensor, int]:
-    """Detector features of the reference set (`num` real 16-frame train clips, one per video
-    at offsets seeded by `seed`) and its size; kept in the file `cache` and reused while the
-    detector, the data, the count and the seed are the same."""
+    """Detector features of the reference set (`num` real 16-frame train clips of `data`, a
+    `pvdm.data.DataConfig`, one per video at offsets seeded by `seed`) and its size; kept in the
+    file `cache` and reused while the detector, the data (its identity, digests of the video
+    bytes included, as `pvdm eval`'s cache), the count and the seed are the same. An unreadable
+    cache file is measured again and replaced."""
+    import dataclasses
+    import logging
     from pathlib import Path
 
+    from pvdm.atomic import atomic_path
+    from pvdm.data import open_dataset, split_clips
+    from pvdm.metrics.sources import dataset_identity
+
+    train = dataclasses.replace(data, split="train")
     key = {
         "detector": json.dumps(detector.describe(), sort_keys=True),
-        "data": str(data.path),
+        "data": dataset_identity(train, open_dataset(train, clip_frames=16)),
         "resolution": data.resolution,
         "num": num,
         "seed": seed,
     }
     path = Path(cache) if cache is not None else None
     if path is not None and path.is_file():
-        saved = torch.load(path, weights_only=True)
-        if saved.get("key") == key:
+        try:
+            saved = torch.load(path, weights_only=True)
+        except Exception as e:  # truncated or not ours: measured again and replaced
+            logging.getLogger(__name__).warning("ignoring unreadable %s (%s)", path, e)
+            saved = None
+        if isinstance(saved, dict) and saved.get("key") == key:
             return saved["features"], int(saved["clips"])
-    from pvdm.data import split_clips
-
     reference, _ = split_clips(data, "train", num, seed, clip_frames=16, purpose="the reference")
     features = detector(reference)
     if path is not None:
-        from pvdm.atomic import atomic_path
-
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp:
             torch.save({"key": key, "features": features, "clips": reference.shape[0]}, tmp)

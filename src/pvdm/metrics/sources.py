@@ -35,6 +35,7 @@ from pvdm.data import (
     read_video,
 )
 from pvdm.data.dataset import warn_no_test_split
+from pvdm.data.digest import video_digests
 from pvdm.errors import DataError
 from pvdm.metrics.protocols import Protocol
 
@@ -149,16 +150,22 @@ class RealClips:
 
 
 def dataset_identity(cfg: DataConfig, dataset: Any) -> str:
-    """Layout, root, split, fold and a digest of the usable videos (paths and frame counts).
+    """Layout, root, split, fold and a digest of the usable videos (paths, frame counts and
+    the SHA-256 of their bytes, `pvdm.data.digest`).
 
-    Adding, removing or re-encoding videos to another length changes it, so cached
-    statistics of an older copy of the data are not reused.
+    Adding, removing, re-encoding or repainting videos (frames re-extracted at another size or
+    quality under the same names) changes it, so cached statistics of an older copy of the
+    data are not reused.
     """
-    listing = "\n".join(f"{v.path}|{v.num_frames}" for v in dataset.videos)
     if dataset.layout == "synthetic":
+        listing = "\n".join(f"{v.path}|{v.num_frames}" for v in dataset.videos)
         listing += f"\nseed={cfg.synthetic_seed}"
         root = "synthetic"
     else:
+        contents = video_digests([v.path for v in dataset.videos])
+        listing = "\n".join(
+            f"{v.path}|{v.num_frames}|{digest}" for v, digest in zip(dataset.videos, contents)
+        )
         root = str(Path(cfg.path).expanduser().resolve())
     digest = hashlib.sha256(listing.encode("utf-8")).hexdigest()[:16]
     return f"{dataset.layout}:{root}:{cfg.split}:fold{cfg.fold}:{len(dataset)}:{digest}"
@@ -171,9 +178,11 @@ def list_videos(folder: str | os.PathLike) -> list[Path]:
     """The videos in `folder`: video files and frame folders, found as the data layer finds a
     folder dataset (`pvdm.data.layouts`, recursive, natural order).
 
-    Images directly in `folder` (`pvdm sample`'s `grid.png`) are not a video. Two files of one
+    Images directly in `folder` (`pvdm sample`'s `grid.png`) are not a video. Links to one file
+    count once, and links to folders outside `folder` are not followed. Two files of one
     name in different formats (`sample-0000.mp4` and `sample-0000.gif`, as older `pvdm sample`
-    wrote) are refused: each would count as a sample and bias the metric.
+    wrote) are refused: each would count as a sample and bias the metric; so are empty files
+    (a write that failed), which hold no video at all.
     """
     from pvdm.data.layouts import discover
 
@@ -181,7 +190,15 @@ def list_videos(folder: str | os.PathLike) -> list[Path]:
     if not folder.is_dir():
         raise DataError(f"--fake {folder} is not a folder; give a folder of videos")
     root = folder.expanduser().absolute()
-    videos = [p for p, _ in discover(root, "folder", "all", 1).items if p != root]
+    found = discover(root, "folder", "all", 1, links_out=False)
+    videos = [p for p, _ in found.items if p != root]
+    empty = [p.name for p in videos if p.is_file() and p.stat().st_size == 0]
+    if empty:
+        shown = ", ".join(empty[:3]) + (f" and {len(empty) - 3} more" if len(empty) > 3 else "")
+        raise DataError(
+            f"--fake {folder} holds {len(empty)} empty file(s) (0 bytes: {shown}), videos whose "
+            "writing failed; delete them or write the samples again"
+        )
     stems: dict[Path, Path] = {}
     for path in videos:
         stem = path.with_suffix("") if path.is_file() else path

@@ -30,6 +30,7 @@ from torch import nn
 from pvdm.atomic import atomic_path, atomic_write_text
 from pvdm.config import config_from_dict, config_to_dict
 from pvdm.errors import CheckpointError, ConfigError
+from pvdm.jsonl import parse_json
 from pvdm.runs import resolve_snapshot
 
 FORMAT = "pvdm"
@@ -89,6 +90,14 @@ def load_state_dict_strict(model: nn.Module, state_dict: Mapping[str, torch.Tens
                     "from diverged: use an earlier snapshot or checkpoint"
                 )
             v = v.to(own[k].dtype)
+        elif v.dtype != own[k].dtype:
+            # integer or bool values where the model has float weights (or the reverse): not
+            # weights of this model, and casting them would hide that
+            raise CheckpointError(
+                f"{source} holds {k} as {str(v.dtype).removeprefix('torch.')} values, but the "
+                f"model's {k} is {str(own[k].dtype).removeprefix('torch.')}; the file does not "
+                "hold this model's weights"
+            )
         state[k] = v
     model.load_state_dict(state, strict=True, assign=True)
 
@@ -111,19 +120,33 @@ def read_header(path: str | Path) -> dict[str, Any]:
             f"{weights} has no pvdm header in its metadata; it was not saved by pvdm "
             "(use `pvdm convert official` for official PVDM .pth files)"
         )
-    header = json.loads(raw)
-    if header.get("format") != FORMAT or not isinstance(header.get("format_version"), int):
+    try:
+        header = parse_json(raw)
+    except json.JSONDecodeError as e:
+        raise CheckpointError(
+            f"{weights} has a pvdm header that is not JSON ({e}); save the model again"
+        ) from None
+    if (
+        not isinstance(header, dict)
+        or header.get("format") != FORMAT
+        or not isinstance(header.get("format_version"), int)
+    ):
         raise CheckpointError(f"{weights} has an invalid pvdm header: {raw[:200]}")
     if header["format_version"] > FORMAT_VERSION:
         raise CheckpointError(
             f"{weights} uses checkpoint format version {header['format_version']}, newer than "
             f"this pvdm (version {FORMAT_VERSION}); upgrade pvdm"
         )
+    if not isinstance(header.get("model_type"), str) or not isinstance(header.get("config"), dict):
+        raise CheckpointError(
+            f"{weights} has a pvdm header without a model type and config object, which "
+            "rebuilding the model needs; save the model again"
+        )
     config_file = path / CONFIG_NAME
     if weights != path and config_file.is_file():
         try:
-            on_disk = json.loads(config_file.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
+            on_disk = parse_json(config_file.read_bytes())
+        except (OSError, json.JSONDecodeError) as e:
             raise CheckpointError(f"cannot parse {config_file}: {e}") from None
         if on_disk != header:
             raise CheckpointError(
@@ -198,7 +221,11 @@ class PretrainedMixin:
             raise CheckpointError(f"{path}: invalid model config ({e})") from None
         with torch.device("meta"):
             model = cls(config)
-        state = load_file(str(_weights_path(Path(path))), device=str(device))
+        weights = _weights_path(Path(path))
+        try:
+            state = load_file(str(weights), device=str(device))
+        except (SafetensorError, OSError) as e:  # e.g. cut short after a whole header
+            raise CheckpointError(f"{weights} cannot be read ({e}); save the model again") from None
         load_state_dict_strict(model, state, str(path))
         return model.eval()
 

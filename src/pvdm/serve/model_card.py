@@ -17,7 +17,7 @@ from typing import Any
 
 from pvdm.diffusion.pipeline import PIPELINE_FILE, PVDMPipeline, read_pipeline_spec
 from pvdm.errors import PvdmError
-from pvdm.jsonl import read_lines
+from pvdm.jsonl import parse_json, read_lines
 
 LADDER_FILE = "quality-ladder.json"
 
@@ -81,15 +81,9 @@ def _training(folder: Path) -> list[str]:
         lines.append(f"| snapshots | {len(snapshots)}, latest `{snapshots[-1]}` |")
     if stats and "loss" in stats:
         lines.append(f"| last loss | {_num(stats['loss'])} |")
-    config = folder / "config.yaml"
-    if config.is_file():
-        import yaml
-
-        try:
-            run = yaml.safe_load(config.read_text()) or {}
-        except yaml.YAMLError:
-            run = {}
-        data, train = run.get("data") or {}, run.get("train") or {}
+    run = _read_yaml(folder / "config.yaml")
+    if run:
+        data, train = _section(run, "data"), _section(run, "train")
         if data.get("path") is not None:
             lines.append(f"| data | `{data.get('path')}` |")
         if train:
@@ -110,7 +104,11 @@ def _metrics(folder: Path) -> list[str]:
         rec = _last_jsonl(path, "results")
         if not rec:
             continue
-        results = ", ".join(f"{k} {_num(v)}" for k, v in (rec.get("results") or {}).items())
+        results = rec.get("results")
+        if isinstance(results, dict):
+            results = ", ".join(f"{k} {_num(v)}" for k, v in results.items())
+        else:  # not what pvdm eval writes: shown as it is
+            results = _num(results) if results is not None else ""
         counts = f"{rec.get('num_fake', '?')} / {rec.get('num_real', '?')}"
         name = rec.get("metric", path.stem.removeprefix("metric-"))
         rows.append(f"| {name} | {results} | {counts} | {rec.get('date', '')} |")
@@ -191,9 +189,26 @@ def _last_jsonl(path: Path, key: str) -> dict[str, Any] | None:
 
 def _read_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_text())
+        return parse_json(path.read_bytes())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return None
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    """A run's config.yaml as a mapping; {} when it is missing, unreadable or not a mapping."""
+    import yaml
+
+    try:
+        run = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError):
+        return {}
+    return run if isinstance(run, dict) else {}
+
+
+def _section(run: dict[str, Any], name: str) -> dict[str, Any]:
+    """A section of a run config, {} unless it is a mapping."""
+    value = run.get(name)
+    return value if isinstance(value, dict) else {}
 
 
 def _num(value: Any) -> str:

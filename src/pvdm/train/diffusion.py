@@ -147,12 +147,8 @@ def train_diffusion(cfg: DiffusionRunConfig, outdir: str | Path, restart: bool =
     device = info.device
     local_batch = local_batch_size(tc.batch_size, info.world_size)
 
-    autoencoder = load_model(cfg.autoencoder, expect="autoencoder")
+    autoencoder, ae_name = _run_autoencoder(cfg, run, info.is_main)
     autoencoder = autoencoder.to(device).eval().requires_grad_(False)
-    fresh = not run.states()  # nothing trained yet: the copy must be this autoencoder
-    if info.is_main and (fresh or not (run.root / "autoencoder" / "config.json").is_file()):
-        # the run keeps its own copy, so `pvdm sample --model RUN` needs nothing else
-        autoencoder.save_pretrained(run.root / "autoencoder")
     frames = autoencoder.config.frames
 
     cached = is_latent_cache(cfg.data.path)
@@ -163,7 +159,7 @@ def train_diffusion(cfg: DiffusionRunConfig, outdir: str | Path, restart: bool =
         if recorded is not None and recorded != model_fingerprint(autoencoder):
             raise ConfigError(
                 f"the latent cache {cfg.data.path} was encoded with another autoencoder than "
-                f"{cfg.autoencoder} (recorded: {cache.manifest.get('autoencoder', '?')}); give "
+                f"{ae_name} (recorded: {cache.manifest.get('autoencoder', '?')}); give "
                 "that autoencoder, or rebuild the cache with `pvdm cache-latents`"
             )
         source: Any = CachedBatches(cache, local_batch, tc.seed, info.rank, info.world_size)
@@ -295,6 +291,35 @@ def train_diffusion(cfg: DiffusionRunConfig, outdir: str | Path, restart: bool =
     if stop.requested:
         log.info("stopped at step %d; run the same command again to resume", step)
     return run.root
+
+
+def _run_autoencoder(
+    cfg: DiffusionRunConfig, run: RunFolder, is_main: bool
+) -> tuple[torch.nn.Module, str]:
+    """The autoencoder a run encodes with, the one it samples with, and a name for messages.
+
+    The run keeps its own copy in RUN/autoencoder (pipeline.json points there, so `pvdm sample
+    --model RUN` needs nothing else), taken before the first step. A resumed run encodes with
+    that copy too: `cfg.autoencoder` may have moved on since (a run folder whose `best` changed
+    when its training was resumed), and latents of another encoder would train a UNet that the
+    copy cannot decode. A changed source is said loudly.
+    """
+    source = load_model(cfg.autoencoder, expect="autoencoder")
+    copy = run.autoencoder
+    if not run.states() or not (copy / "config.json").is_file():
+        if is_main:  # nothing trained yet (or an older run without a copy): copy this one
+            source.save_pretrained(copy)
+        return source, str(cfg.autoencoder)
+    own = load_model(copy, expect="autoencoder")
+    if model_fingerprint(own) != model_fingerprint(source):
+        log.warning(
+            "%s is no longer the autoencoder this run started with (was its training resumed?); "
+            "the run goes on encoding with its copy %s, which it also samples with; to train "
+            "on the new autoencoder, start a new run",
+            cfg.autoencoder,
+            copy,
+        )
+    return own, f"{copy} (this run's copy of {cfg.autoencoder})"
 
 
 def _drop_labels(labels: torch.Tensor, num_classes: int | None, p: float) -> torch.Tensor | None:
