@@ -45,6 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `pvdm` command; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(argv) if argv is not None else None  # what to run again (--workers)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

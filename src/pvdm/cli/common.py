@@ -65,6 +65,12 @@ def add_run_args(parser: argparse.ArgumentParser, presets: list[str]) -> None:
         action="store_true",
         help="start again from step 0 when every saved training state is unreadable",
     )
+    parser.add_argument(
+        "--workers",
+        default="1",
+        help="data-parallel processes on this machine (auto: one per CPU core on a CPU run); "
+        "the same run as one process, faster when small models leave cores idle",
+    )
 
 
 def training_lock(outdir: Path):

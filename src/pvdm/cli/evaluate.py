@@ -161,7 +161,7 @@ def _eval(args: argparse.Namespace) -> int:
         if not info.is_main:
             return 0
         outdir = args.outdir or default_outdir(args)
-        skip = ("func", "command", "request")
+        skip = ("func", "command", "request", "argv")
         options = {k: v for k, v in vars(args).items() if k not in skip}
         paths = []
         for record in records:

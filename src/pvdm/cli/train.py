@@ -1,7 +1,8 @@
 """`pvdm train-autoencoder`, `pvdm cache-latents`, `pvdm train-diffusion`.
 
 Multi-GPU / multi-node: launch the same command with torchrun, e.g.
-`torchrun --nproc_per_node 8 -m pvdm train-diffusion ...`.
+`torchrun --nproc_per_node 8 -m pvdm train-diffusion ...`; on one CPU machine `--workers N`
+does that itself (`pvdm.train.launch`).
 """
 
 from __future__ import annotations
@@ -9,8 +10,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-AUTOENCODER_PRESETS = ["debug", "ucf101-256", "ucf101-256-gan", "sky-256", "sky-256-gan"]
-DIFFUSION_PRESETS = ["debug", "ucf101-256", "sky-256", "ucf101-256-classcond"]
+# the names of pvdm.presets' run settings (the CLI imports no torch to list them; a test checks)
+AUTOENCODER_RUN_NAMES = ["debug", "ucf101-256", "ucf101-256-gan", "sky-256", "sky-256-gan"]
+DIFFUSION_RUN_NAMES = ["debug", "ucf101-256", "sky-256", "ucf101-256-classcond"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="train the triplane autoencoder (phase 1, or phase 2 with the GAN presets)",
         description="Train or resume the autoencoder. Re-run the same command to resume.",
     )
-    add_run_args(p, AUTOENCODER_PRESETS)
+    add_run_args(p, AUTOENCODER_RUN_NAMES)
     p.add_argument(
         "--init",
         help="start from these weights (a phase-1 run/snapshot, or a converted official checkpoint)",
@@ -33,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="train the triplane diffusion model on autoencoder latents",
         description="Train or resume the latent diffusion model. Re-run the same command to resume.",
     )
-    add_run_args(p, DIFFUSION_PRESETS)
+    add_run_args(p, DIFFUSION_RUN_NAMES)
     p.add_argument("--autoencoder", help="the autoencoder: run folder, snapshot or checkpoint")
     p.set_defaults(func=_train_diffusion)
 
@@ -66,6 +68,23 @@ def _finish(cfg, args) -> bool:
     return False
 
 
+def _workers(args: argparse.Namespace, cfg) -> int | None:
+    """With --workers N > 1 (and not a worker already): the exit status of this same command
+    run as N data-parallel processes; None to train in this process."""
+    import sys
+
+    from pvdm.cli.common import training_lock
+    from pvdm.train.launch import launch_workers, resolve_workers, under_torchrun
+    from pvdm.train.launch import without_workers_flag as strip
+
+    workers = resolve_workers(args.workers, cfg.train.device)
+    if workers == 1 or under_torchrun():
+        return None
+    with training_lock(args.outdir):  # a busy folder is one line here, not a failed worker
+        pass  # (rank 0 of the workers takes the lock for the run)
+    return launch_workers(strip(sys.argv[1:] if args.argv is None else args.argv), workers)
+
+
 def _train_autoencoder(args: argparse.Namespace) -> int:
     from pvdm.cli.common import resolve_run_config, training_lock
     from pvdm.presets import AUTOENCODER_RUNS
@@ -75,6 +94,8 @@ def _train_autoencoder(args: argparse.Namespace) -> int:
     cfg = resolve_run_config(AutoencoderRunConfig, AUTOENCODER_RUNS, args)
     if _finish(cfg, args):
         return 0
+    if (code := _workers(args, cfg)) is not None:
+        return code
     with training_lock(args.outdir):
         train_autoencoder(cfg, args.outdir, init=args.init, restart=args.restart)
     return stop_exit_code()  # 130/143 after a SIGINT/SIGTERM stop (saved, resumable)
@@ -91,6 +112,8 @@ def _train_diffusion(args: argparse.Namespace) -> int:
     cfg = resolve_run_config(DiffusionRunConfig, DIFFUSION_RUNS, args)
     if _finish(cfg, args):
         return 0
+    if (code := _workers(args, cfg)) is not None:
+        return code
     with training_lock(args.outdir):
         train_diffusion(cfg, args.outdir, restart=args.restart)
     return stop_exit_code()  # 130/143 after a SIGINT/SIGTERM stop (saved, resumable)
