@@ -24,7 +24,13 @@ other processes shared the CPU.
 N threads against N processes of 1 thread each running the step concurrently (independent, no
 gradient all-reduce), each in a fresh child process, over the same `--window` seconds.
 
+`--compare-demo MINUTES` runs `pvdm demo --minutes MINUTES` twice, side by side in one run
+(`--workers 1`, then `--workers N`), and compares the training samples per demo minute (the
+autoencoder's and the diffusion model's steps times their batches, over the whole demo's wall
+time, generation and FVD included), with each demo's FVD ladder when one was measured.
+
     python benchmarks/throughput.py                   # writes benchmarks/results/throughput.json
+    python benchmarks/throughput.py --only 'none' --compare-demo 10   # two 10-minute demos
     python benchmarks/throughput.py --threads 1 --compare-workers 2
     python benchmarks/throughput.py --official --repeats 3 --warmup 1
     python benchmarks/throughput.py --tiny --repeats 1 --warmup 0 --out /tmp/t.json   # seconds
@@ -219,6 +225,51 @@ def compare_workers(n: int, args: argparse.Namespace) -> dict:
 # ---- main -----------------------------------------------------------------------------------
 
 
+def demo_run(out: Path, minutes: float, workers: int) -> dict:
+    """One `pvdm demo` and what its demo.json says: steps, samples, seconds, FVD ladder."""
+    import shutil
+
+    from pvdm.presets import AUTOENCODER_RUNS, DIFFUSION_RUNS
+
+    shutil.rmtree(out, ignore_errors=True)
+    load = os.getloadavg()[0]
+    start = time.perf_counter()
+    cmd = [sys.executable, "-m", "pvdm", "demo", "--out", str(out), "--minutes", str(minutes)]
+    cmd += ["--workers", str(workers)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wall = time.perf_counter() - start
+    state = json.loads((out / "demo.json").read_text())
+    ae_batch = AUTOENCODER_RUNS["debug"]().train.batch_size
+    dm_batch = DIFFUSION_RUNS["debug"]().train.batch_size
+    samples = state["ae_steps"] * ae_batch + state["dm_steps"] * dm_batch
+    fvd = state["metrics"].get("fvd", {})
+    return {
+        "workers": workers,
+        "wall_sec": wall,
+        "stage_sec": state["seconds"],
+        "ae_steps": state["ae_steps"],
+        "dm_steps": state["dm_steps"],
+        "training_samples": samples,
+        "training_samples_per_min": samples / (wall / 60),
+        "fvd_rungs": {k: v["fvd"] for k, v in fvd.get("rungs", {}).items()},
+        "load_avg_1min": [load, os.getloadavg()[0]],
+    }
+
+
+def compare_demo(minutes: float, workers: int) -> dict:
+    """Two demos of `minutes`, one process and `workers` processes for the diffusion stage."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="pvdm-demo-bench-") as tmp:
+        one = demo_run(Path(tmp) / "one", minutes, 1)
+        print(f"  --workers 1: {json.dumps(one)}", flush=True)
+        many = demo_run(Path(tmp) / "many", minutes, workers)
+        print(f"  --workers {workers}: {json.dumps(many)}", flush=True)
+    ratio = many["training_samples_per_min"] / one["training_samples_per_min"]
+    return {"minutes": minutes, "one_process": one, "workers": many, "ratio": ratio}
+
+
 def print_row(r: dict) -> None:
     """One line of the table (utilisation columns once the peaks are known)."""
     util = ""
@@ -254,6 +305,13 @@ def main() -> int:
         help="also compare 1 process x N threads with N processes x 1 thread (default N: 2)",
     )
     parser.add_argument("--window", type=float, default=10.0, help="seconds per worker timing")
+    parser.add_argument(
+        "--compare-demo",
+        type=float,
+        metavar="MINUTES",
+        help="also run `pvdm demo --minutes MINUTES` with --workers 1 and --workers N (N: "
+        "--compare-workers, default 2) and compare training samples per demo minute",
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -325,6 +383,14 @@ def main() -> int:
             f"  {cmp['one_process']['samples_per_sec']:.2f} vs "
             f"{cmp['processes']['samples_per_sec']:.2f} samples/s: "
             f"ratio {cmp['processes_over_one_process']:.2f}",
+            flush=True,
+        )
+    if args.compare_demo:
+        report["compare_demo"] = cmp = compare_demo(args.compare_demo, args.compare_workers or 2)
+        print(
+            f"demo: {cmp['one_process']['training_samples_per_min']:.0f} vs "
+            f"{cmp['workers']['training_samples_per_min']:.0f} training samples per demo minute: "
+            f"ratio {cmp['ratio']:.2f}",
             flush=True,
         )
     from pvdm.atomic import atomic_write_text

