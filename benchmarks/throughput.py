@@ -257,14 +257,16 @@ def demo_run(out: Path, minutes: float, workers: int) -> dict:
     }
 
 
-def compare_demo(minutes: float, workers: int) -> dict:
-    """Two demos of `minutes`, one process and `workers` processes for the diffusion stage."""
+def compare_demo(minutes: float, workers: int, keep: Path | None = None) -> dict:
+    """Two demos of `minutes`, one process and `workers` processes for the diffusion stage
+    (in `keep`/one and `keep`/workers when given, e.g. to measure their models further)."""
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="pvdm-demo-bench-") as tmp:
-        one = demo_run(Path(tmp) / "one", minutes, 1)
+        folder = keep or Path(tmp)
+        one = demo_run(folder / "one", minutes, 1)
         print(f"  --workers 1: {json.dumps(one)}", flush=True)
-        many = demo_run(Path(tmp) / "many", minutes, workers)
+        many = demo_run(folder / "workers", minutes, workers)
         print(f"  --workers {workers}: {json.dumps(many)}", flush=True)
     ratio = many["training_samples_per_min"] / one["training_samples_per_min"]
     return {"minutes": minutes, "one_process": one, "workers": many, "ratio": ratio}
@@ -312,6 +314,7 @@ def main() -> int:
         help="also run `pvdm demo --minutes MINUTES` with --workers 1 and --workers N (N: "
         "--compare-workers, default 2) and compare training samples per demo minute",
     )
+    parser.add_argument("--demo-dir", type=Path, help="keep the --compare-demo runs here")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -386,7 +389,9 @@ def main() -> int:
             flush=True,
         )
     if args.compare_demo:
-        report["compare_demo"] = cmp = compare_demo(args.compare_demo, args.compare_workers or 2)
+        report["compare_demo"] = cmp = compare_demo(
+            args.compare_demo, args.compare_workers or 2, args.demo_dir
+        )
         print(
             f"demo: {cmp['one_process']['training_samples_per_min']:.0f} vs "
             f"{cmp['workers']['training_samples_per_min']:.0f} training samples per demo minute: "
