@@ -58,9 +58,16 @@ def test_ladder_rungs_drift_and_report(tmp_path) -> None:
         rungs[FLOOR]["fvd"] < rungs[SHUFFLED]["fvd"] and rungs[FLOOR]["fvd"] < rungs[FROZEN]["fvd"]
     )
     assert rungs[NOISE]["fvd"] > 3 * rungs[FLOOR]["fvd"]
-    assert len(fvd["drift"]["fvd"]) == 4 and fvd["drift"]["window_frames"] == 16
+    # 8 clips per rung: the report reads the kernel distance, which orders the rungs too
+    assert fvd["statistic"] == "kid_x1000" and "fewer than the 64" in fvd["note"]
+    kid = {name: r["kid_x1000"] for name, r in rungs.items()}
+    assert abs(kid["autoencoder reconstructions (rFVD)"] - kid[FLOOR]) < 0.05 * kid[NOISE]
+    assert kid[FLOOR] < kid[SHUFFLED] and kid[FLOOR] < kid[FROZEN] < kid[NOISE]
+    assert all(r["kid_x1000_spread"] > 0 for r in rungs.values())
+    assert len(fvd["drift"]["kid_x1000"]) == 4 and fvd["drift"]["window_frames"] == 16
     html = fvd_section(fvd)
-    assert "FVD ladder" in html and FLOOR in html and "<polyline" in html
+    assert "Quality ladder (KID x 1000)" in html and FLOOR in html and "<polyline" in html
+    assert f"{rungs[FLOOR]['kid_x1000']:.1f} &plusmn;" in html
 
 
 def test_ladder_is_skipped_when_the_budget_is_too_small() -> None:

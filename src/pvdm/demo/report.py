@@ -137,26 +137,36 @@ def _metrics_table(metrics: dict[str, Any]) -> str:
 
 
 def fvd_section(fvd: dict[str, Any]) -> str:
-    """The FVD ladder as a table and the drift curve as a chart (empty when FVD was skipped)."""
+    """The ladder as a table and the drift curve as a chart (empty when FVD was skipped): in FVD,
+    or in kernel distance (KID) where the clips per rung are too few for FVD to rank."""
     if not fvd or "rungs" not in fvd:
         return ""
+    kid = fvd.get("statistic") == "kid_x1000"
+
+    def value(r: dict[str, Any]) -> str:
+        if kid:
+            return f"{r['kid_x1000']:.1f} &plusmn; {r['kid_x1000_spread']:.1f}"
+        return f"{r['fvd']:.1f}"
+
     rows = "".join(
-        f"<tr><td>{html.escape(name)}</td><td>{r['fvd']:.1f}</td><td>{r['num']}</td></tr>"
+        f"<tr><td>{html.escape(name)}</td><td>{value(r)}</td><td>{r['num']}</td></tr>"
         for name, r in fvd["rungs"].items()
     )
+    label = "KID x 1000" if kid else "FVD"
     drift = fvd.get("drift", {})
     window = drift.get("window_frames", 16)
-    points = [((i + 1) * window, v) for i, v in enumerate(drift.get("fvd", []))]
+    curve = drift.get("kid_x1000" if kid else "fvd", [])
+    points = [((i + 1) * window, v) for i, v in enumerate(curve)]
     chart = line_chart(
-        {f"FVD per {window}-frame window": points},
+        {f"{label} per {window}-frame window": points},
         f"drift: long videos ({drift.get('num_videos', '?')}) window by window",
     ).replace(">step</text>", ">last frame of the window</text>")
     detector = fvd.get("detector", {})
-    return f"""<h2>FVD ladder</h2>
+    return f"""<h2>Quality ladder ({label})</h2>
 <p>Every rung against the same reference ({html.escape(str(fvd.get("reference", "")))}), detector
 <code>{html.escape(str(detector.get("name")))}</code> ({html.escape(str(detector.get("source")))},
 BatchNorm eps {detector.get("bn_eps")}). {html.escape(str(fvd.get("note", "")))}.</p>
-<table><tr><td><b>rung</b></td><td><b>FVD</b></td><td><b>clips</b></td></tr>{rows}</table>
+<table><tr><td><b>rung</b></td><td><b>{label}</b></td><td><b>clips</b></td></tr>{rows}</table>
 {chart}"""
 
 

@@ -127,8 +127,14 @@ def _fvd_ladder(
     seed: int,
 ) -> dict[str, Any]:
     """The FVD ladder of the demo on as many clips per rung as fit in `budget_sec`."""
-    from pvdm.metrics.ladder import FLOOR, baseline_videos, fvd_ladder
-    from pvdm.metrics.ladder import window_fvds as drift
+    from pvdm.metrics.ladder import (
+        FLOOR,
+        FVD_MIN_CLIPS,
+        baseline_videos,
+        fvd_ladder,
+        window_fvds,
+        window_kids,
+    )
     from pvdm.metrics.recon import reconstruct
 
     num_windows = long.shape[2] // FVD_FRAMES
@@ -159,18 +165,29 @@ def _fvd_ladder(
         **baseline_videos(heldout, seed=seed),
     }
     ladder = fvd_ladder(ref_feats, detector, rungs)
+    statistic = "fvd" if num >= FVD_MIN_CLIPS else "kid_x1000"
+    drift = window_fvds if statistic == "fvd" else window_kids
     curve = drift(ref_feats, detector, long, FVD_FRAMES)
     return {
         "detector": detector.describe(),
         "reference": f"{num} real {FVD_FRAMES}-frame train clips",
         "num_per_rung": num,
+        "statistic": statistic,
         "rungs": ladder,
         "drift": {
             "window_frames": FVD_FRAMES,
             "num_videos": int(long.shape[0]),
-            "fvd": [float(v) for v in curve],
+            "statistic": statistic,
+            statistic: [float(v) for v in curve],
         },
-        "note": "A handful of clips per set: for scale within this report only, not comparable "
-        "with published FVD (2,048 clips)",
+        "note": (
+            f"{num} clips per set, fewer than the {FVD_MIN_CLIPS} at which FVD ranks sets "
+            "reliably: the kernel distance (KID x 1000, unbiased at small counts; the spread "
+            "is its standard deviation over half-size subsets) is the number to read. Not "
+            "comparable with published FVD (2,048 clips)"
+            if statistic != "fvd"
+            else "For scale within this report only, not comparable with published FVD (2,048 "
+            "clips)"
+        ),
         "seconds": time.perf_counter() - t0,
     }

@@ -221,8 +221,7 @@ def train_autoencoder(
                 if info.is_main and guard.best_step == step:
                     save_snapshot(run, "best", ema.model if ema else model, step, psnr=psnr)
                     save_named_training_state(run, "best", training_state.capture(step))
-                if diverged:
-                    done = _on_divergence(guard, psnr, run, training_state)
+                done = done or (diverged and _on_divergence(guard, psnr, run, training_state))
 
             if tc.preview_every and step % tc.preview_every == 0 and info.is_main:
                 save_preview(
@@ -247,28 +246,14 @@ def train_autoencoder(
             d_opt.zero_grad(set_to_none=True)
             logs: dict[str, float] = {}
             for micro in range(tc.grad_accum):
-                batch = next(loader)
-                x = to_model_range(batch["video"].to(device, non_blocking=True))
-                last = micro == tc.grad_accum - 1
-                with no_sync_unless(train_model, last):
-                    with autocast(tc.precision, device):
-                        xrec = train_model(x)
-                        g_loss, g_logs = loss_fn.generator_loss(x, xrec, gan)
-                        hinge = pre_tanh.penalty()
-                        if hinge is not None:
-                            g_loss = g_loss + hinge
-                            g_logs["latent_hinge"] = hinge.item()
-                            g_logs["g_total"] = g_loss.item()  # the loss that is backpropagated
-                    scaler.scale(g_loss / tc.grad_accum).backward()
-                if gan:
-                    with no_sync_unless(train_discs, last):
-                        with autocast(tc.precision, device):
-                            d_loss, d_2d, d_3d = train_discs(x, xrec)
-                        d_scaler.scale(d_loss / tc.grad_accum).backward()
-                    g_logs.update(d_loss=d_loss.item(), d_2d=d_2d.item(), d_3d=d_3d.item())
-                for k, v in g_logs.items():
+                x = to_model_range(next(loader)["video"].to(device, non_blocking=True))
+                sync = micro == tc.grad_accum - 1
+                scalers = (scaler, d_scaler)
+                losses = _backward(
+                    x, tc, train_model, train_discs, loss_fn, pre_tanh, scalers, gan, sync
+                )
+                for k, v in losses.items():
                     logs[k] = logs.get(k, 0.0) + v / tc.grad_accum
-
             norm = update(opt, scaler, params, tc.grad_clip, logs["g_total"], step, monitor)
             if gan:  # each discriminator clipped on its own
                 d_params = [list(discs.d2.parameters()), list(discs.d3.parameters())]
@@ -284,6 +269,41 @@ def train_autoencoder(
     if stop.requested:
         log.info("stopped at step %d; run the same command again to resume", step)
     return run.root
+
+
+def _backward(
+    x: torch.Tensor,
+    tc: TrainConfig,
+    model: torch.nn.Module,
+    discs: torch.nn.Module,
+    loss_fn: AutoencoderLoss,
+    pre_tanh: PreTanhProbe,
+    scalers: tuple[torch.amp.GradScaler, torch.amp.GradScaler],
+    gan: bool,
+    sync: bool,
+) -> dict[str, float]:
+    """Gradients of one micro-batch (1 / `tc.grad_accum` of the step): the generator's loss
+    (reconstruction, perceptual, pre-tanh hinge, and the adversarial term when `gan`), then the
+    discriminators' loss when `gan`; the logged values. `sync`: the last micro-batch of the
+    step, whose backward all-reduces under DDP."""
+    precision, accum = tc.precision, tc.grad_accum
+    with no_sync_unless(model, sync):
+        with autocast(precision, x.device):
+            xrec = model(x)
+            g_loss, logs = loss_fn.generator_loss(x, xrec, gan)
+            hinge = pre_tanh.penalty()
+            if hinge is not None:
+                g_loss = g_loss + hinge
+                logs["latent_hinge"] = hinge.item()
+                logs["g_total"] = g_loss.item()  # the loss that is backpropagated
+        scalers[0].scale(g_loss / accum).backward()
+    if gan:
+        with no_sync_unless(discs, sync):
+            with autocast(precision, x.device):
+                d_loss, d_2d, d_3d = discs(x, xrec)
+            scalers[1].scale(d_loss / accum).backward()
+        logs.update(d_loss=d_loss.item(), d_2d=d_2d.item(), d_3d=d_3d.item())
+    return logs
 
 
 @dataclass

@@ -87,6 +87,8 @@ class DiffusionRunConfig:
 class CachedBatches:
     """Micro-batches from a latent cache, a pure function of the batch index."""
 
+    kind = "cached"
+
     def __init__(self, cache: LatentCache, batch_size: int, seed: int, rank: int, world_size: int):
         from pvdm.data import ClipSampler
 
@@ -106,6 +108,8 @@ class CachedBatches:
 
 class EncodedBatches:
     """Micro-batches encoded on the fly from double-length video clips (the official path)."""
+
+    kind = "encoded"
 
     def __init__(self, loader_factory, autoencoder: torch.nn.Module, frames: int, precision: str):
         self.loader_factory = loader_factory
@@ -145,48 +149,11 @@ def train_diffusion(cfg: DiffusionRunConfig, outdir: str | Path, restart: bool =
     prepare_run(run, cfg, info)
     tc, dc = cfg.train, cfg.diffusion
     device = info.device
-    local_batch = local_batch_size(tc.batch_size, info.world_size)
 
     autoencoder, ae_name = _run_autoencoder(cfg, run, info.is_main)
     autoencoder = autoencoder.to(device).eval().requires_grad_(False)
-    frames = autoencoder.config.frames
 
-    cached = is_latent_cache(cfg.data.path)
-    if cached:
-        cache = LatentCache(cfg.data.path)
-        classes = cache.classes
-        recorded = cache.manifest.get("autoencoder_fingerprint")
-        if recorded is not None and recorded != model_fingerprint(autoencoder):
-            raise ConfigError(
-                f"the latent cache {cfg.data.path} was encoded with another autoencoder than "
-                f"{ae_name} (recorded: {cache.manifest.get('autoencoder', '?')}); give "
-                "that autoencoder, or rebuild the cache with `pvdm cache-latents`"
-            )
-        source: Any = CachedBatches(cache, local_batch, tc.seed, info.rank, info.world_size)
-    else:
-        dataset = open_dataset(cfg.data, clip_frames=2 * frames)
-        classes = dataset.classes
-
-        def loader_factory(start_batch: int):
-            return make_loader(
-                dataset,
-                batch_size=local_batch,
-                seed=tc.seed,
-                start_batch=start_batch,
-                rank=info.rank,
-                world_size=info.world_size,
-                num_workers=cfg.data.num_workers,
-            )
-
-        source = EncodedBatches(loader_factory, autoencoder, frames, tc.precision)
-    if cfg.model.num_classes is not None and not classes:
-        raise ConfigError("model.num_classes is set but the data has no class labels")
-    if cfg.model.num_classes is not None and len(classes) > cfg.model.num_classes:
-        # label num_classes is the null token: a smaller count silently merges classes into it
-        raise ConfigError(
-            f"the data has {len(classes)} classes but model.num_classes is "
-            f"{cfg.model.num_classes}; set model.num_classes={len(classes)}"
-        )
+    source, classes = _latent_source(cfg, autoencoder, ae_name, info)
     if info.is_main:
         write_pipeline_file(
             run.root,
@@ -228,7 +195,7 @@ def train_diffusion(cfg: DiffusionRunConfig, outdir: str | Path, restart: bool =
     update = GuardedUpdate(tc.max_nonfinite, run.checkpoints, "lower train.lr")
     log.info(
         "training the diffusion model from step %d to %d on %s (%s latents, batch %d x %d accum)",
-        step, tc.max_steps, device, "cached" if cached else "encoded", tc.batch_size, tc.grad_accum,
+        step, tc.max_steps, device, source.kind, tc.batch_size, tc.grad_accum,
     )  # fmt: skip
 
     with StopRequest() as stop:
@@ -238,16 +205,8 @@ def train_diffusion(cfg: DiffusionRunConfig, outdir: str | Path, restart: bool =
             if step > monitor.last_step and (step % tc.log_every == 0 or done or stopping):
                 monitor.report(step)
             if tc.preview_every and step % tc.preview_every == 0 and info.is_main:
-                _preview(
-                    run,
-                    step,
-                    ema.model if ema else unet,
-                    autoencoder,
-                    schedule,
-                    cfg,
-                    classes,
-                    monitor,
-                )
+                sampling = ema.model if ema else unet
+                _preview(run, step, sampling, autoencoder, schedule, cfg, classes, monitor)
             due = step % tc.checkpoint_every == 0 or done or stopping
             if info.is_main and step != start_step and due:
                 save_snapshot(run, step, ema.model if ema else unet, step, tc.keep_snapshots)
@@ -261,24 +220,11 @@ def train_diffusion(cfg: DiffusionRunConfig, outdir: str | Path, restart: bool =
             opt.zero_grad(set_to_none=True)
             total = 0.0
             for micro in range(tc.grad_accum):
-                cond = bool(torch.rand(()) < dc.cond_prob)
-                z, c, labels = source.get(step * tc.grad_accum + micro, cond, device)
-                if dc.latent_scale != 1.0:
-                    z, c = z * dc.latent_scale, (c * dc.latent_scale if c is not None else None)
-                labels = _drop_labels(labels, cfg.model.num_classes, dc.class_dropout)
-                t = torch.randint(0, schedule.num_timesteps, (len(z),), device=device)
-                noise = z.randn_like()
-                xt = schedule.q_sample(z, t, noise)
                 last = micro == tc.grad_accum - 1
                 with no_sync_unless(train_unet, last):
-                    with autocast(tc.precision, device):
-                        eps = train_unet(xt, t, cond=c, labels=labels)
-                        weights = (
-                            schedule.min_snr_weights(t, dc.min_snr_gamma)
-                            if dc.min_snr_gamma
-                            else None
-                        )
-                        loss = diffusion_loss(eps, noise, dc.loss, weights)
+                    loss = _micro_batch_loss(
+                        train_unet, source, schedule, cfg, step * tc.grad_accum + micro, device
+                    )
                     scaler.scale(loss / tc.grad_accum).backward()
                 total += loss.item() / tc.grad_accum
             norm = update(opt, scaler, params, tc.grad_clip, total, step, monitor)
@@ -291,6 +237,76 @@ def train_diffusion(cfg: DiffusionRunConfig, outdir: str | Path, restart: bool =
     if stop.requested:
         log.info("stopped at step %d; run the same command again to resume", step)
     return run.root
+
+
+def _latent_source(cfg: DiffusionRunConfig, autoencoder: Any, ae_name: str, info: Any):
+    """The training latents (a latent cache, or videos encoded on the fly) and the class names;
+    a cache of another autoencoder, or classes the model cannot hold, are refused."""
+    tc = cfg.train
+    local_batch = local_batch_size(tc.batch_size, info.world_size)
+    frames = autoencoder.config.frames
+    if is_latent_cache(cfg.data.path):
+        cache = LatentCache(cfg.data.path)
+        classes = cache.classes
+        recorded = cache.manifest.get("autoencoder_fingerprint")
+        if recorded is not None and recorded != model_fingerprint(autoencoder):
+            raise ConfigError(
+                f"the latent cache {cfg.data.path} was encoded with another autoencoder than "
+                f"{ae_name} (recorded: {cache.manifest.get('autoencoder', '?')}); give "
+                "that autoencoder, or rebuild the cache with `pvdm cache-latents`"
+            )
+        source: Any = CachedBatches(cache, local_batch, tc.seed, info.rank, info.world_size)
+    else:
+        dataset = open_dataset(cfg.data, clip_frames=2 * frames)
+        classes = dataset.classes
+
+        def loader_factory(start_batch: int):
+            return make_loader(
+                dataset,
+                batch_size=local_batch,
+                seed=tc.seed,
+                start_batch=start_batch,
+                rank=info.rank,
+                world_size=info.world_size,
+                num_workers=cfg.data.num_workers,
+            )
+
+        source = EncodedBatches(loader_factory, autoencoder, frames, tc.precision)
+    num_classes = cfg.model.num_classes
+    if num_classes is not None and not classes:
+        raise ConfigError("model.num_classes is set but the data has no class labels")
+    if num_classes is not None and len(classes) > num_classes:
+        # label num_classes is the null token: a smaller count silently merges classes into it
+        raise ConfigError(
+            f"the data has {len(classes)} classes but model.num_classes is {num_classes}; "
+            f"set model.num_classes={len(classes)}"
+        )
+    return source, classes
+
+
+def _micro_batch_loss(
+    unet: torch.nn.Module,
+    source: Any,
+    schedule: NoiseSchedule,
+    cfg: DiffusionRunConfig,
+    batch_index: int,
+    device: torch.device,
+) -> torch.Tensor:
+    """The loss of one micro-batch: a clip from nothing (1 - cond_prob) or the next clip given
+    the previous one (cond_prob), noised at a random step; the UNet predicts the noise."""
+    dc = cfg.diffusion
+    cond = bool(torch.rand(()) < dc.cond_prob)
+    z, c, labels = source.get(batch_index, cond, device)
+    if dc.latent_scale != 1.0:
+        z, c = z * dc.latent_scale, (c * dc.latent_scale if c is not None else None)
+    labels = _drop_labels(labels, cfg.model.num_classes, dc.class_dropout)
+    t = torch.randint(0, schedule.num_timesteps, (len(z),), device=device)
+    noise = z.randn_like()
+    xt = schedule.q_sample(z, t, noise)
+    with autocast(cfg.train.precision, device):
+        eps = unet(xt, t, cond=c, labels=labels)
+        weights = schedule.min_snr_weights(t, dc.min_snr_gamma) if dc.min_snr_gamma else None
+        return diffusion_loss(eps, noise, dc.loss, weights)
 
 
 def _run_autoencoder(
