@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from pvdm.atomic import atomic_write_text
-from pvdm.metrics.fvd import detector_info, i3d_features, load_i3d
+from pvdm.metrics.i3d_detector import detector_info, i3d_features, load_i3d
 from pvdm.models.lpips import LPIPS
 from pvdm.models.vgg import VGG16Features
 

@@ -1,8 +1,12 @@
-"""Helpers shared by the tests/test_data_*.py files: fixture paths and small encoded videos."""
+"""Helpers shared by the data and reliability tests: fixture paths, small encoded videos, and
+a deadline for code that must not hang."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -81,3 +85,19 @@ def write_frames(folder: Path, frames: np.ndarray, suffix: str = ".jpg") -> Path
     for t, frame in enumerate(frames):
         Image.fromarray(frame).save(folder / f"frame{t:05d}{suffix}", quality=95)
     return folder
+
+
+@contextlib.contextmanager
+def deadline(seconds: float) -> Iterator[None]:
+    """Fail instead of hanging when the block runs longer than `seconds`."""
+
+    def expired(signum, frame):
+        raise TimeoutError(f"still running after {seconds} s")
+
+    old = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)

@@ -10,14 +10,14 @@ from einops import rearrange
 
 from pvdm.errors import CheckpointError, WeightsError
 from pvdm.metrics import frechet_distance
-from pvdm.metrics.fvd import (
+from pvdm.metrics.i3d import InceptionI3d, same_padding
+from pvdm.metrics.i3d_detector import (
     TorchScriptI3D,
     i3d_features,
     is_torchscript_file,
     load_i3d,
     preprocess_i3d,
 )
-from pvdm.metrics.i3d import InceptionI3d, same_padding
 from pvdm.runtime import full_fp32_convs
 
 GOLDEN = Path(__file__).resolve().parents[1].parent / "shared/golden/official/i3d_fvd.safetensors"
@@ -178,7 +178,7 @@ def test_torchscript_detector_file_is_detected_and_called_like_stylegan_v(tmp_pa
 
 @pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
 def test_torchscript_detector_of_unknown_hash_is_refused_before_loading(tmp_path, monkeypatch):
-    import pvdm.metrics.fvd as fvd
+    import pvdm.metrics.i3d_detector as fvd
 
     path = tmp_path / "i3d_torchscript.pt"
     torch.jit.save(torch.jit.script(_StandInDetector()), path)

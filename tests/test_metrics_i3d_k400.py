@@ -18,7 +18,7 @@ from einops import rearrange
 
 from pvdm.errors import CheckpointError, WeightsError
 from pvdm.metrics import frechet_distance
-from pvdm.metrics.fvd import (
+from pvdm.metrics.i3d_detector import (
     TF_BN_EPS,
     detector_info,
     i3d_features,
@@ -195,7 +195,7 @@ def test_fvd_orders_real_clips_and_degradations(i3d, sky_sets, reference_feats) 
 
 
 def test_checkpoint_with_a_missing_or_extra_array_is_refused() -> None:
-    from pvdm.metrics.fvd import flax_to_state_dict
+    from pvdm.metrics.i3d_detector import flax_to_state_dict
 
     path = resolve_weights("i3d_k400") if _installed() else None
     if path is None:

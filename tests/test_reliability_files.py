@@ -3,35 +3,17 @@ whole or not at all, and file modes that another thread's umask read cannot spoi
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import logging
 import os
-import signal
-from collections.abc import Iterator
 
 import pytest
 import torch
+from data_helpers import deadline
 
 from pvdm.data import DataConfig, open_dataset, write_video
 from pvdm.errors import DataError
 from pvdm.metrics.sources import FolderVideos, list_videos
-
-
-@contextlib.contextmanager
-def _deadline(seconds: float) -> Iterator[None]:
-    """Fail instead of hanging when the block runs longer than `seconds`."""
-
-    def expired(signum, frame):
-        raise TimeoutError(f"still running after {seconds} s")
-
-    old = signal.signal(signal.SIGALRM, expired)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
 
 
 def _video(path, value: int = 0):
@@ -58,7 +40,7 @@ def test_a_link_to_the_root_is_not_followed(tmp_path, caplog) -> None:
     fake.mkdir()
     _video(fake / "a.mkv")
     os.symlink("/", fake / "everything")
-    with _deadline(20), caplog.at_level(logging.WARNING, logger="pvdm.data.layouts"):
+    with deadline(20), caplog.at_level(logging.WARNING, logger="pvdm.data.layouts"):
         videos = list_videos(fake)
     assert [p.name for p in videos] == ["a.mkv"]
     assert f"skipping {fake / 'everything'}: it links to /, a folder that holds" in caplog.text

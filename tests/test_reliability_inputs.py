@@ -3,39 +3,21 @@ traceback (detector pickles, videos that grow part-way, checkpoint headers, pipe
 
 from __future__ import annotations
 
-import contextlib
 import json
 import pickle
 import re
-import signal
 import struct
-from collections.abc import Iterator
 from pathlib import Path
 
 import av
 import numpy as np
 import pytest
 import torch
+from data_helpers import deadline
 
 from pvdm.errors import CheckpointError, PvdmError
 
 # --- detector pickles -------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def _deadline(seconds: float) -> Iterator[None]:
-    """Fail instead of hanging when the block runs longer than `seconds`."""
-
-    def expired(signum, frame):
-        raise TimeoutError(f"still running after {seconds} s")
-
-    old = signal.signal(signal.SIGALRM, expired)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
 
 
 def _i3d_like(params_value) -> dict:
@@ -43,7 +25,7 @@ def _i3d_like(params_value) -> dict:
 
 
 def test_a_pickle_of_shared_dicts_is_refused_at_once(tmp_path) -> None:
-    from pvdm.metrics.fvd import load_i3d
+    from pvdm.metrics.i3d_detector import load_i3d
 
     tree = {"kernel": 0}
     for _ in range(40):  # 40 levels of one dict under two keys: 2**40 paths, a few hundred bytes
@@ -51,7 +33,7 @@ def test_a_pickle_of_shared_dicts_is_refused_at_once(tmp_path) -> None:
     path = tmp_path / "i3d.ckpt"
     path.write_bytes(pickle.dumps(_i3d_like(tree), protocol=2))
     assert path.stat().st_size < 1000
-    with _deadline(10), pytest.raises(CheckpointError, match="shared between entries"):
+    with deadline(10), pytest.raises(CheckpointError, match="shared between entries"):
         load_i3d(path)
 
 
@@ -69,7 +51,7 @@ def _deep_pickle(levels: int) -> bytes:
 
 
 def test_a_deeply_nested_pickle_is_one_error_not_a_recursion_error(tmp_path) -> None:
-    from pvdm.metrics.fvd import load_i3d
+    from pvdm.metrics.i3d_detector import load_i3d
 
     path = tmp_path / "i3d.ckpt"
     path.write_bytes(_deep_pickle(50_000))
@@ -179,7 +161,7 @@ def test_malformed_checkpoints_are_one_checkpoint_error(tmp_path, unet_file, cas
 def test_i3d_state_dicts_of_integers_are_refused(tmp_path) -> None:
     from eval_helpers import random_i3d_state
 
-    from pvdm.metrics.fvd import load_i3d
+    from pvdm.metrics.i3d_detector import load_i3d
 
     state = {k: (v * 100).to(torch.int64) for k, v in random_i3d_state().items()}
     with pytest.raises(CheckpointError, match="integer or bool values"):

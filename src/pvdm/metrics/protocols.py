@@ -15,7 +15,7 @@ Lowering the sample count renames the protocol (`fvd2048_16f` at 256 is `fvd256_
 computed on fewer samples is a different (noisier, biased upwards) metric and must not carry the
 name of the standard one.
 
-The detectors of the protocols: FVD uses the Kinetics-400 I3D (`pvdm.metrics.fvd`), the video
+The detectors of the protocols: FVD uses the Kinetics-400 I3D (`pvdm.metrics.i3d_detector`), the video
 Inception Score the UCF-101 C3D (`pvdm.metrics.c3d`). A `Detector` wraps either as one call,
 uint8 videos [B, C, T, H, W] -> rows [B, D], and carries the SHA-256 of the file(s) it was
 loaded from: reference statistics are cached under that hash and every result records it, so
@@ -50,7 +50,7 @@ import torch
 from pvdm.atomic import atomic_write_bytes
 from pvdm.errors import ConfigError
 from pvdm.metrics.c3d import c3d_probs, load_c3d
-from pvdm.metrics.fvd import detector_info, i3d_features, load_i3d
+from pvdm.metrics.i3d_detector import detector_info, i3d_features, load_i3d
 from pvdm.metrics.stats import FeatureStats
 from pvdm.weights import cache_dir, file_sha256, resolve_weights
 
