@@ -22,8 +22,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--workers",
-        default="auto",
-        help="data-parallel processes for the diffusion stage (auto: one per CPU core, at most 8)",
+        default="1",
+        help="data-parallel processes for the diffusion stage (auto: one per CPU core, at most "
+        "8); on the 2-core reference machine two did not train more per demo minute than one",
     )
     p.add_argument(
         "--i3d",
