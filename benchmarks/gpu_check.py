@@ -19,11 +19,12 @@ calls):
   diffusion `ucf101-256`: fp32, latents in the cached-latent path), at the preset batch or, after
   an out-of-memory error, the largest half of it that fits; the projected length of the paper
   run on this one device (max_steps x the preset's samples per step / samples per second);
-- `sample`: one 16-frame 256 x 256 clip with the pipeline's defaults (`pipe(num=1)`: DDIM,
-  100 steps, eta 1, fp32), after a 2-step warm-up;
-- `eval_projection`: one batch of `--eval-batch` clips the same way, and the projected time of
-  generating the 2,048 clips of the FVD protocol at that batch (generation only: the I3D
-  features of real and fake clips are not included).
+- `sample`: one 16-frame 256 x 256 clip with the pipeline's defaults (`pipe(num=1)`: the
+  default sampler and steps, fp32), after a 2-step warm-up;
+- `eval_projection`: one batch of `--eval-batch` clips with the sampling the FVD protocols pin
+  (`pvdm.metrics.sources.reported_sampling`: DDIM, 400 steps, eta 1), and the projected time of
+  generating the 2,048 clips of the protocol at that batch (generation only: the I3D features
+  of real and fake clips are not included).
 Utilisation: `util_bf16_table_pct` against the table's peak, `util_bf16_matmul_pct` against the
 measured bf16 matmul, and for fp32 rows `util_fp32_matmul_pct` against the measured fp32 matmul
 (fp32 convolutions use TF32 in cuDNN by default, so a convolution-heavy fp32 row can pass 100).
@@ -276,8 +277,10 @@ def pipeline(s: Settings):
     return PVDMPipeline(TriplaneUNet(unet_preset(s.unet_model)), ae).to(s.device)
 
 
-def pipeline_defaults(pipe) -> dict:
-    request = pipe.resolve()  # the default generation request, checked against this model
+def sampling_record(pipe, request=None) -> dict:
+    """What a run generated with: `request` (default: the pipeline's defaults), checked against
+    this model."""
+    request = pipe.resolve(request)
     return {
         "sampler": request.sampler,
         "steps": request.steps,
@@ -302,16 +305,22 @@ def measure_sample(s: Settings) -> dict:
     pipe = pipeline(s)
     pipe(num=1, steps=2, progress=False)  # warm-up: kernels, allocator
     sec, peak = timed_call(lambda: pipe(num=1, progress=False), s)
-    return {**pipeline_defaults(pipe), "num": 1, "sec": sec, "peak_memory_gb": peak}
+    return {**sampling_record(pipe), "num": 1, "sec": sec, "peak_memory_gb": peak}
 
 
 def measure_eval(s: Settings, clips: int) -> dict:
+    from pvdm.metrics.sources import reported_sampling
+
     pipe = pipeline(s)
+    protocol = reported_sampling()
     requested, batch = s.eval_batch, s.eval_batch
     while True:
         try:
-            pipe(num=batch, batch_size=batch, steps=2, progress=False)  # warm-up at this batch
-            sec, peak = timed_call(lambda b=batch: pipe(num=b, batch_size=b, progress=False), s)
+            # warm-up at this batch, then the protocol's sampling
+            pipe(protocol, num=batch, batch_size=batch, steps=2, progress=False)
+            sec, peak = timed_call(
+                lambda b=batch: pipe(protocol, num=b, batch_size=b, progress=False), s
+            )
             break
         except torch.cuda.OutOfMemoryError:
             if batch == 1:
@@ -319,7 +328,7 @@ def measure_eval(s: Settings, clips: int) -> dict:
         free_memory()
         batch //= 2
     return {
-        **pipeline_defaults(pipe),
+        **sampling_record(pipe, protocol),
         "batch_requested": requested,
         "batch": batch,
         "batch_sec": sec,

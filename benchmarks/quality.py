@@ -6,10 +6,12 @@ seeded offset) and with fixed seeds:
 - real vs disjoint real (test-split clips): the floor any model is read against (a split with
   fewer videos than `--num` gives fewer held-out clips: each rung records its count);
 - autoencoder reconstructions of those held-out clips (rFVD, with PSNR/SSIM);
-- generated clips per sampler (default: DDIM-100 eta 1, DPM-Solver++ 20, DDPM over every step);
+- generated clips per sampler (default: the default sampling DDIM-8 eta 1, then DDIM-100 eta 1,
+  DPM-Solver++ 20 and DDPM over every step);
 - continuations: the 16 frames after one given held-out clip (FVD, and PSNR/SSIM against the
   real future);
-- the drift curve: each 16-frame window of long videos (default 128 frames);
+- the drift curve: each 16-frame window of long videos (default 128 frames), with the first
+  sampler (continuations too);
 - trivial baselines from the held-out clips: a frozen real frame, time-shuffled real frames,
   uniform noise;
 - optionally (`--sampler-grid`) the sampler comparison of `benchmarks/sampler_convergence.py`
@@ -23,7 +25,7 @@ The demo's quality measurement (docs/results.md, "what was tried") measures two 
 and keeps the reference features of the synthetic data between runs:
 
     python benchmarks/quality.py --model runs/demo/diffusion --data synthetic --num 128 \
-        --samplers ddim:50:1 --rungs autoencoder,generated \
+        --samplers ddim:8:1 --rungs autoencoder,generated \
         --reference-cache benchmarks/results/reference-synthetic-128.pt
 
 FVD on a few hundred clips is biased upwards compared with the 2,048 of the protocols; the
@@ -49,7 +51,7 @@ from pvdm.diffusion.sampling import SamplingConfig
 from pvdm.errors import ConfigError, PvdmError
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_SAMPLERS = "ddim:100:1,dpm:20:0,ddpm:0:1"  # sampler:steps:eta (ddpm: 0 = every step)
+DEFAULT_SAMPLERS = "ddim:8:1,ddim:100:1,dpm:20:0,ddpm:0:1"  # sampler:steps:eta (ddpm: 0 = every step)
 SAMPLER_GRID = "ddim:20,50,100,200:0;ddim:20,50,100,200:1;dpm:10,15,20,25,50:0"
 HELD_OUT = "the ladder's held-out rungs"
 RUNGS = ("floor", "autoencoder", "generated", "continuation", "baselines", "drift")

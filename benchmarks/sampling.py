@@ -13,7 +13,9 @@ The seed-to-seed spread is measured at the reference point (default DDIM-100, et
         --out benchmarks/results/sampling_demo.json
 
 writes the JSON and a chart (`<out>.png`). `--grid` lists `sampler:steps,steps,...:eta` groups
-separated by `;` (ddpm takes every step: `ddpm::1`).
+separated by `;` (ddpm takes every step: `ddpm::1`). Every measured point is also appended to
+`<out>.points.jsonl` as it finishes; a later run with the same `--out` (same model and data)
+reuses the points found there, so a stopped measurement resumes and a grid can grow.
 """
 
 from __future__ import annotations
@@ -102,12 +104,21 @@ def run(args: argparse.Namespace, grid: list, reference: tuple) -> dict[str, Any
         detector, data, args.num, args.seed, args.reference_cache
     )
     load = os.getloadavg()[0]
+    log = args.out.with_suffix(".points.jsonl")
+    done = {}
+    if log.exists():
+        for line in log.read_text().splitlines():
+            row = json.loads(line)
+            if (row.get("model"), row.get("data")) == (str(args.model), str(args.data)):
+                done[(row["label"], row["seed"], row["num"])] = row
 
     def point(sampler: str, steps: int | None, eta: float, seed: int) -> dict[str, Any]:
         request = pipe.resolve(
             SamplingConfig(sampler=sampler, steps=steps, eta=eta),
             num=args.num, frames=16, seed=seed, batch_size=args.batch_size,
         )  # fmt: skip
+        if (request.label(), seed, args.num) in done:
+            return done[(request.label(), seed, args.num)]
         nfe: dict[int, int] = {}
 
         def count(info: dict[str, Any]) -> None:  # network evaluations of each clip index
@@ -127,8 +138,14 @@ def run(args: argparse.Namespace, grid: list, reference: tuple) -> dict[str, Any
             "sec_per_clip": seconds / (args.num * clips),
             "fvd": float(frechet_distance(ref_feats, detector(videos), ddof=0)),
             "num": args.num,
+            "load_avg_1min": os.getloadavg()[0],
+            "model": str(args.model),
+            "data": str(args.data),
         }
         print(json.dumps(row), flush=True)
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with log.open("a") as f:
+            f.write(json.dumps(row) + "\n")
         return row
 
     spread = [point(*reference, seed) for seed in SEED_SETS[: args.spread]]
@@ -136,7 +153,8 @@ def run(args: argparse.Namespace, grid: list, reference: tuple) -> dict[str, Any
     points = [point(s, n, e, SEED_SETS[0]) for s, n, e in grid]
     series: dict[str, list[tuple[float, float]]] = {}
     for row in points:
-        name = row["label"].rsplit("-", 1)[0] + (f" eta {row['eta']:g}" if row["eta"] else "")
+        name = row["label"].rsplit("-", 1)[0]
+        name += f" eta {row['eta']:g}" if row["eta"] is not None else ""
         series.setdefault(name, []).append((row["nfe_per_clip"], row["fvd"]))
     chart = args.out.with_suffix(".png")
     band = (min(fvds), max(fvds))

@@ -19,7 +19,7 @@ def test_defaults_fill_in_from_the_sampler_and_the_model() -> None:
     # a resolved request can still change its count and seed
     assert request.replace(num=2, seed=1).seed_list == [1, 2]
     assert SamplingConfig(sampler="ddpm").validate(50).steps == 50  # every step
-    assert SamplingConfig(sampler="ddim").validate(20).steps == 20  # capped at the schedule
+    assert SamplingConfig(sampler="dpm").validate(12).steps == 12  # capped at the schedule
     # seeds given: they decide the count; lists become tuples (a request is immutable)
     given = SamplingConfig(num=1, seeds=[4, 2], labels=["a"]).validate(1000)
     assert given.num == 2 and given.seeds == (4, 2) and given.labels == ("a",)

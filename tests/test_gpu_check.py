@@ -11,6 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from pvdm.diffusion import SAMPLERS, SamplingConfig
+from pvdm.metrics.sources import reported_sampling
+
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.sh"
 
 
@@ -57,9 +60,18 @@ def test_cpu_tiny_run_writes_every_part(tmp_path) -> None:
         assert row["util_bf16_table_pct"] is None
 
     sample, projection = report["sample"], report["eval_projection"]
-    defaults = {"sampler": "ddim", "steps": 100, "eta": 1.0, "frames": 8, "resolution": 32}
-    for part in (sample, projection):
-        assert {k: part[k] for k in defaults} == defaults
+    # one clip with the pipeline's defaults; the projection with the protocols' pinned sampling
+    default, protocol = SamplingConfig(), reported_sampling()
+    for part, request in ((sample, default), (projection, protocol)):
+        expected = {
+            "sampler": request.sampler,
+            "steps": request.steps or SAMPLERS[request.sampler].default_steps,
+            "eta": request.eta,
+            "frames": 8,
+            "resolution": 32,
+        }
+        assert {k: part[k] for k in expected} == expected
+    assert projection["steps"] == 400
     assert sample["num"] == 1 and sample["sec"] > 0
     assert projection["clips"] == 2048 and projection["batch"] == 2
     assert projection["projected_sec"] == pytest.approx(1024 * projection["batch_sec"])

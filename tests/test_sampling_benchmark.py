@@ -14,6 +14,7 @@ from PIL import Image
 from test_quality_benchmark import _MeanColour
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "sampling.py"
+RESULTS = SCRIPT.parent / "results"
 
 
 @pytest.mark.slow
@@ -49,6 +50,34 @@ def test_sampling_frontier_smoke_run(tmp_path) -> None:
     assert ref["label"] == "DDIM-4 eta 1" and len(ref["fvd"]) == 2
     assert ref["spread"] == [min(ref["fvd"]), max(ref["fvd"])] and ref["fvd"][0] != ref["fvd"][1]
     assert Image.open(report["chart"]).size == (900, 520)
+
+    # a second run with a larger grid measures only the new point and reuses the others
+    log = out.with_suffix(".points.jsonl")
+    assert len(log.read_text().splitlines()) == 2 + 4
+    args[args.index("ddim:1,3:1;dpm:2:0;dpm-sde:2:1")] = "ddim:1,3,2:1"
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), *map(str, args)], capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    again = json.loads(out.read_text())
+    assert len(log.read_text().splitlines()) == 2 + 4 + 1
+    assert again["points"][:2] == points[:2] and again["points"][2]["steps"] == 2
+    assert again["reference_point"]["fvd"] == ref["fvd"]
+
+
+def test_the_default_sampling_sits_on_the_measured_frontier() -> None:
+    """The default request is the one the demo model's frontier chose: at most 8 network
+    evaluations per clip, with an FVD inside the seed spread of DDIM-100 (or below it)."""
+    from pvdm.diffusion import SAMPLERS, SamplingConfig
+
+    report = json.loads((RESULTS / "sampling_demo.json").read_text())
+    default = SamplingConfig()
+    steps = SAMPLERS[default.sampler].resolve_steps(default.sampler, None, 1000)
+    label = default.replace(steps=steps).label()
+    (point,) = [p for p in report["points"] if p["label"] == label]
+    assert point["nfe_per_clip"] <= 8 and point["num"] >= 128
+    assert point["fvd"] <= report["reference_point"]["spread"][1]
+    assert report["reference_point"]["label"] == "DDIM-100 eta 1"
 
 
 def test_a_bad_grid_is_one_line(tmp_path) -> None:

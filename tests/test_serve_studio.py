@@ -75,14 +75,14 @@ def test_defaults_are_one_clip_with_the_pipelines_default_sampling(studio) -> No
 
 
 def test_default_steps_are_capped_at_a_short_schedule(pipe, tmp_path) -> None:
-    """A model trained with 50 timesteps: ddim's default 100 would be out of range."""
-    short = PVDMPipeline(pipe.unet, pipe.autoencoder, NoiseSchedule(50), pipe.classes)
+    """A model trained with 12 timesteps: dpm's default 20 would be out of range."""
+    short = PVDMPipeline(pipe.unet, pipe.autoencoder, NoiseSchedule(12), pipe.classes)
     studio = Studio(short, tmp_path / "out")
-    assert studio.default_steps("ddim") == 50 and studio.default_steps("dpm") == 20
-    assert studio.default_steps("ddpm") == 50
-    with pytest.raises(PvdmError, match=r"steps must lie in \[1, 50\]"):
-        studio.sample(sampler="ddim", steps=51)
-    with pytest.raises(PvdmError, match="runs all 50 steps"):
+    assert studio.default_steps("ddim") == SAMPLERS["ddim"].default_steps == 8
+    assert studio.default_steps("dpm") == 12 and studio.default_steps("ddpm") == 12
+    with pytest.raises(PvdmError, match=r"steps must lie in \[1, 12\]"):
+        studio.sample(sampler="ddim", steps=13)
+    with pytest.raises(PvdmError, match="runs all 12 steps"):
         studio.sample(sampler="ddpm", steps=7)
 
 
