@@ -51,18 +51,29 @@ def test_sampling_frontier_smoke_run(tmp_path) -> None:
     assert ref["spread"] == [min(ref["fvd"]), max(ref["fvd"])] and ref["fvd"][0] != ref["fvd"][1]
     assert Image.open(report["chart"]).size == (900, 520)
 
-    # a second run with a larger grid measures only the new point and reuses the others
+    # a second run measures only what is new (a grid point, a second seed set per point) and
+    # reuses the rest; a third with one seed set per point still reports both seed sets
     log = out.with_suffix(".points.jsonl")
     assert len(log.read_text().splitlines()) == 2 + 4
-    args[args.index("ddim:1,3:1;dpm:2:0;dpm-sde:2:1")] = "ddim:1,3,2:1"
-    proc = subprocess.run(
-        [sys.executable, str(SCRIPT), *map(str, args)], capture_output=True, text=True, timeout=600
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    again = json.loads(out.read_text())
-    assert len(log.read_text().splitlines()) == 2 + 4 + 1
-    assert again["points"][:2] == points[:2] and again["points"][2]["steps"] == 2
-    assert again["reference_point"]["fvd"] == ref["fvd"]
+
+    def again(*extra: str) -> dict:
+        grid = ["--grid", "ddim:1,3,2:1", *extra]
+        proc = subprocess.run(
+            [sys.executable, str(SCRIPT), *map(str, args), *grid],
+            capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return json.loads(out.read_text())
+
+    second = again("--point-seeds", "2")
+    assert len(log.read_text().splitlines()) == 2 + 4 + 4
+    assert second["reference_point"]["fvd"] == ref["fvd"]
+    rows = {(p["steps"], p["seed"]): p for p in second["points"]}
+    assert sorted(rows) == [(n, s) for n in (1, 2, 3) for s in (10_000, 20_000)]
+    assert rows[1, 10_000] == points[0] and rows[3, 10_000] == points[1]
+    third = again()
+    assert len(log.read_text().splitlines()) == 2 + 4 + 4
+    assert sorted(map(json.dumps, third["points"])) == sorted(map(json.dumps, second["points"]))
 
 
 def test_the_default_sampling_sits_on_the_measured_frontier() -> None:

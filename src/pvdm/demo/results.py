@@ -61,7 +61,7 @@ def evaluate_and_generate(
     pipe = PVDMPipeline.from_pretrained(dm_run)
     frames = pipe.clip_frames
     metrics: dict[str, Any] = {
-        "sampler": {k: SAMPLING.record()[k] for k in ("sampler", "steps", "eta")}
+        "sampler": {k: pipe.resolve(SAMPLING).record()[k] for k in ("sampler", "steps", "eta")}
     }
     timings: dict[str, float] = {}
 
@@ -161,7 +161,7 @@ def _fvd_ladder(
     rungs = {
         FLOOR: heldout,
         "autoencoder reconstructions (rFVD)": recon,
-        f"generated, {SAMPLING.label()}": samples[:num],
+        f"generated, {pipe.resolve(SAMPLING).label()}": samples[:num],
         **baseline_videos(heldout, seed=seed),
     }
     ladder = fvd_ladder(ref_feats, detector, rungs)
