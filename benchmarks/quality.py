@@ -51,7 +51,8 @@ from pvdm.diffusion.sampling import SamplingConfig
 from pvdm.errors import ConfigError, PvdmError
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_SAMPLERS = "ddim:8:1,ddim:100:1,dpm:20:0,ddpm:0:1"  # sampler:steps:eta (ddpm: 0 = every step)
+# sampler:steps:eta (ddpm: 0 = every step); the first is the default sampling
+DEFAULT_SAMPLERS = "ddim:8:1,ddim:100:1,dpm:20:0,ddpm:0:1"
 SAMPLER_GRID = "ddim:20,50,100,200:0;ddim:20,50,100,200:1;dpm:10,15,20,25,50:0"
 HELD_OUT = "the ladder's held-out rungs"
 RUNGS = ("floor", "autoencoder", "generated", "continuation", "baselines", "drift")

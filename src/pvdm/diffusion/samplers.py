@@ -19,9 +19,10 @@ denoiser): the samplers only use its arithmetic, and the result has the same for
 - `dpm_solver_sde_sample`: its stochastic form, DPM-Solver++(2M) SDE (diffusers'
   `sde-dpmsolver++`), `eta` scaling the noise.
 
-The default is DDIM with eta 1 at 8 steps: on the measured frontier (docs/results.md) it is as
-good as DDIM-100 at a twelfth of the network evaluations, while the deterministic solvers stay
-far behind the stochastic ones on the models trained here.
+The default is DDIM with eta 1 at 8 steps, the best measured setting at 8 network evaluations
+or fewer (docs/results.md, "The sampler frontier"): as good as DDIM-100 on the demo model, 8%
+behind it on the sky walkthrough model (16 steps match it there); the deterministic solvers stay
+far behind the stochastic ones on both.
 
 `SAMPLERS` registers each one with its default step count (`SamplerSpec`); the request type
 `pvdm.diffusion.SamplingConfig` takes its defaults from there. `generator` is one
@@ -342,10 +343,9 @@ class SamplerSpec:
         return steps
 
 
-# Default steps: where each sampler reaches its best FVD on the measured frontier
-# (benchmarks/sampling.py; docs/results.md, "The sampler frontier"): the stochastic samplers
-# match DDIM-100 at 8 network evaluations; the deterministic DPM-Solver++ needs ~20 and stays
-# behind them.
+# Default steps, from the measured frontier (benchmarks/sampling.py; docs/results.md, "The
+# sampler frontier"): the stochastic samplers at 8 network evaluations, the best setting at 8 or
+# fewer; the deterministic DPM-Solver++ needs ~20 and stays behind them.
 SAMPLERS: dict[str, SamplerSpec] = {
     "ddim": SamplerSpec(ddim_sample, 8, True, "DDIM"),
     "dpm": SamplerSpec(dpm_solver_sample, 20, False, "DPM-Solver++(2M)"),
