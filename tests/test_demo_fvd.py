@@ -47,7 +47,9 @@ def test_ladder_rungs_drift_and_report(tmp_path) -> None:
     gen = torch.Generator().manual_seed(0)
     samples = torch.randint(0, 256, (8, 3, 16, 32, 32), generator=gen, dtype=torch.uint8)
     long = torch.randint(0, 256, (2, 3, 64, 32, 32), generator=gen, dtype=torch.uint8)
-    fvd = _fvd_ladder(_detector(), 600.0, pipe, data, samples, long, seed=0)
+    fvd = _fvd_ladder(
+        _detector(), 600.0, pipe, data, samples, long, seed=0, sampling="DDIM-8 eta 1"
+    )
     rungs = fvd["rungs"]
     assert fvd["num_per_rung"] == 8 and all(r["num"] == 8 for r in rungs.values())
     # A lossless autoencoder gives the floor (up to the uint8 round trip); noise is far above it.
@@ -72,7 +74,9 @@ def test_ladder_rungs_drift_and_report(tmp_path) -> None:
 
 def test_ladder_is_skipped_when_the_budget_is_too_small() -> None:
     samples = torch.zeros(8, 3, 16, 32, 32, dtype=torch.uint8)
-    out = _fvd_ladder(_detector(), 3.0, None, None, samples, samples, seed=0)
+    out = _fvd_ladder(
+        _detector(), 3.0, None, None, samples, samples, seed=0, sampling="DDIM-8 eta 1"
+    )
     assert "skipped" in out and "time budget" in out["skipped"]
     assert fvd_section(out) == ""
 
@@ -97,7 +101,10 @@ def test_ladder_with_fewer_held_out_videos_than_clips_per_rung(tmp_path) -> None
     pipe = SimpleNamespace(clip_frames=8, autoencoder=_Lossless())
     samples = torch.randint(0, 256, (8, 3, 16, 32, 32), generator=gen, dtype=torch.uint8)
     long = torch.randint(0, 256, (2, 3, 32, 32, 32), generator=gen, dtype=torch.uint8)
-    rungs = _fvd_ladder(_detector(), 600.0, pipe, data, samples, long, seed=0)["rungs"]
+    rungs = _fvd_ladder(
+        _detector(), 600.0, pipe, data, samples, long, seed=0, sampling="DDIM-8 eta 1"
+    )["rungs"]
     # the held-out rungs have the 3 test videos, the generated one 8 clips
     assert rungs[FLOOR]["num"] == 3 and rungs["autoencoder reconstructions (rFVD)"]["num"] == 3
     assert max(r["num"] for r in rungs.values()) == 8
+    assert rungs["generated, DDIM-8 eta 1"]["num"] == 8  # named by the sampling that made it
