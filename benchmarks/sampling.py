@@ -16,8 +16,9 @@ measured for a grid point, and the chart shows their mean).
 
 writes the JSON and a chart (`<out>.png`). `--grid` lists `sampler:steps,steps,...:eta` groups
 separated by `;` (ddpm takes every step: `ddpm::1`). Every measured point is also appended to
-`<out>.points.jsonl` as it finishes; a later run with the same `--out` (same model and data)
-reuses the points found there, so a stopped measurement resumes and a grid can grow.
+`<out>.points.jsonl` as it finishes; a later run with the same `--out` reuses the points found
+there that were measured the same way (model, data, detector and reference set), so a stopped
+measurement resumes and a grid can grow.
 """
 
 from __future__ import annotations
@@ -111,11 +112,18 @@ def run(args: argparse.Namespace, grid: list, reference: tuple) -> dict[str, Any
     )
     load = os.getloadavg()[0]
     log = args.out.with_suffix(".points.jsonl")
+    # a logged point is reused only when it was measured the same way
+    same = json.loads(json.dumps({  # as the log stores it
+        "model": str(args.model),
+        "data": str(args.data),
+        "detector": detector.describe(),
+        "reference": f"{num_ref} real 16-frame train clips (seed {args.seed})",
+    }))  # fmt: skip
     done = {}
     if log.exists():
         for line in log.read_text().splitlines():
             row = json.loads(line)
-            if (row.get("model"), row.get("data")) == (str(args.model), str(args.data)):
+            if all(row.get(k) == v for k, v in same.items()):
                 done[(row["label"], row["seed"], row["num"])] = row
 
     def point(sampler: str, steps: int | None, eta: float, seed: int) -> dict[str, Any]:
@@ -145,8 +153,7 @@ def run(args: argparse.Namespace, grid: list, reference: tuple) -> dict[str, Any
             "fvd": float(frechet_distance(ref_feats, detector(videos), ddof=0)),
             "num": args.num,
             "load_avg_1min": os.getloadavg()[0],
-            "model": str(args.model),
-            "data": str(args.data),
+            **same,
         }
         print(json.dumps(row), flush=True)
         log.parent.mkdir(parents=True, exist_ok=True)
@@ -183,8 +190,8 @@ def run(args: argparse.Namespace, grid: list, reference: tuple) -> dict[str, Any
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "model": str(args.model),
         "data": str(args.data),
-        "detector": detector.describe(),
-        "reference": f"{num_ref} real 16-frame train clips (seed {args.seed})",
+        "detector": same["detector"],
+        "reference": same["reference"],
         "threads": torch.get_num_threads(),
         "load_avg_1min": [load, os.getloadavg()[0]],
         "reference_point": {

@@ -11,9 +11,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from pvdm.diffusion import SAMPLERS, SamplingConfig
-from pvdm.metrics.sources import reported_sampling
-
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.sh"
 
 
@@ -60,18 +57,11 @@ def test_cpu_tiny_run_writes_every_part(tmp_path) -> None:
         assert row["util_bf16_table_pct"] is None
 
     sample, projection = report["sample"], report["eval_projection"]
-    # one clip with the pipeline's defaults; the projection with the protocols' pinned sampling
-    default, protocol = SamplingConfig(), reported_sampling()
-    for part, request in ((sample, default), (projection, protocol)):
-        expected = {
-            "sampler": request.sampler,
-            "steps": request.steps or SAMPLERS[request.sampler].default_steps,
-            "eta": request.eta,
-            "frames": 8,
-            "resolution": 32,
-        }
-        assert {k: part[k] for k in expected} == expected
-    assert projection["steps"] == 400
+    # one clip with the pipeline's defaults (DDIM-8); the projection with the protocols' DDIM-400
+    shape = {"frames": 8, "resolution": 32}
+    expected = {"sampler": "ddim", "eta": 1.0, **shape}
+    assert {k: sample[k] for k in (*expected, "steps")} == {**expected, "steps": 8}
+    assert {k: projection[k] for k in (*expected, "steps")} == {**expected, "steps": 400}
     assert sample["num"] == 1 and sample["sec"] > 0
     assert projection["clips"] == 2048 and projection["batch"] == 2
     assert projection["projected_sec"] == pytest.approx(1024 * projection["batch_sec"])

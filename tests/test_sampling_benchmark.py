@@ -74,6 +74,12 @@ def test_sampling_frontier_smoke_run(tmp_path) -> None:
     third = again()
     assert len(log.read_text().splitlines()) == 2 + 4 + 4
     assert sorted(map(json.dumps, third["points"])) == sorted(map(json.dumps, second["points"]))
+    # another reference set: nothing logged is reused (2 spread points + 3 grid points again)
+    other = again("--seed", "1")
+    assert len(log.read_text().splitlines()) == 2 + 4 + 4 + 5
+    assert other["reference"].endswith("(seed 1)") and all(
+        p["reference"] == other["reference"] for p in other["points"]
+    )
 
 
 def test_the_default_sampling_sits_on_the_measured_frontier() -> None:
