@@ -23,7 +23,7 @@ demo: setup
 test: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n auto --maxprocesses 8 --dist worksteal
 
 lint: setup
 	$(BIN)/ruff check --fix .

@@ -175,7 +175,9 @@ def test_reconstruction_metrics_known_answers(tmp_path) -> None:
     want = frechet_distance(
         i3d.extract(clips), i3d.extract(((x_hat + 1) * 127.5).to(torch.uint8)), ddof=0
     )
-    assert results["rfvd"] == pytest.approx(want, rel=1e-9)
+    # float32 features of batches of 2 against one batch of 3: the kernels' summation order may
+    # differ with the batch and thread count, so the distances agree to float32 rounding
+    assert results["rfvd"] == pytest.approx(want, rel=1e-6)
     assert "lpips" not in results and record["skipped"] == {
         "lpips": "no LPIPS weights given or cached"
     }
@@ -262,9 +264,9 @@ def test_two_gloo_ranks_equal_one_process(folders, tmp_path) -> None:
             "recon5_16f/rfvd",
         }
     )
-    for key, value in single.items():
-        assert got["first"][key] == pytest.approx(value, rel=1e-9, abs=1e-12), key
-        assert got["second"][key] == pytest.approx(value, rel=1e-9, abs=1e-12), key
+    for key, value in single.items():  # float32 features: equal to their rounding (see above)
+        assert got["first"][key] == pytest.approx(value, rel=1e-6, abs=1e-12), key
+        assert got["second"][key] == pytest.approx(value, rel=1e-6, abs=1e-12), key
     assert got["caches"] == ["miss", "miss", "hit", "hit"]
     assert got["world"] == [2, 2, 2] and got["num_real"] == [NUM, 0, 5]
 
