@@ -153,4 +153,22 @@ def test_latent_hinge_enters_the_training_loss(tmp_path) -> None:
     rows = [r for r in _stats(ae_train.train_autoencoder(cfg, tmp_path / "run")) if "l1" in r]
     assert len(rows) == 2 and all(r["latent_hinge"] >= 0 for r in rows)
     for r in rows:
-        assert r["g_total"] == pytest.approx(r["l1"] + r["latent_hinge"])
+        assert r["g_total"] == pytest.approx(r["l1"] + r["gradient_l1"] + r["latent_hinge"])
+
+
+def test_gradient_l1_weighs_the_differences_of_neighbouring_pixels() -> None:
+    from pvdm.errors import ConfigError
+    from pvdm.train.ae_loss import AutoencoderLoss, AutoencoderLossConfig, gradient_l1
+
+    x = torch.zeros(1, 3, 2, 3, 3)
+    bump = x.clone()
+    bump[0, 0, 0, 1, 1] = 1.0  # one pixel: 1 difference along t, 2 along h, 2 along w
+    want = 1 / 27 + 2 / 36 + 2 / 36  # means over the 27 t- and 36 h-, w-differences
+    assert gradient_l1(bump, x).item() == pytest.approx(want)
+    assert gradient_l1(x + 0.5, x).item() == 0.0  # a constant shift has no edges
+    loss = AutoencoderLoss(AutoencoderLossConfig(perceptual_weight=0.0, gradient_weight=2.0))
+    total, logs = loss.generator_loss(x, bump, gan=False)
+    assert logs["gradient_l1"] == pytest.approx(2.0 * want)
+    assert total.item() == pytest.approx(logs["l1"] + logs["gradient_l1"])
+    with pytest.raises(ConfigError, match="gradient_weight"):
+        AutoencoderLossConfig(gradient_weight=-1.0).validate()

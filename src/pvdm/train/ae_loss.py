@@ -36,6 +36,9 @@ class AutoencoderLossConfig:
     # values a, which keeps a fast-trained bottleneck out of tanh saturation (0 = off).
     latent_hinge: float = 0.0
     latent_hinge_at: float = 1.5
+    # Not official: gradient_weight * L1 between the differences of neighbouring pixels (along
+    # h, w and t) of the reconstruction and of the input, which weighs edges and stripes (0 = off).
+    gradient_weight: float = 0.0
     disc_ndf: int = 64
     disc_layers: int = 3
     disc_lr: float = 1e-4
@@ -58,6 +61,7 @@ class AutoencoderLossConfig:
             "gan_weight",
             "feature_weight",
             "latent_hinge",
+            "gradient_weight",
         ):
             if getattr(self, name) < 0:
                 raise ConfigError(f"loss.{name} must be >= 0, got {getattr(self, name)}")
@@ -122,6 +126,10 @@ class AutoencoderLoss(nn.Module):
         x2d, xrec2d = random_frames(x, xrec)
         total = rec
         logs = {"l1": rec.item()}
+        if cfg.gradient_weight > 0:
+            g = cfg.gradient_weight * gradient_l1(xrec, x)
+            total = total + g
+            logs["gradient_l1"] = g.item()
         if self.lpips is not None and cfg.perceptual_weight > 0:
             p = cfg.perceptual_weight * self.lpips(xrec2d, x2d).mean()
             total = total + p
@@ -143,6 +151,15 @@ class AutoencoderLoss(nn.Module):
             logs.update(g_adv=g_adv.item(), feature_match=fm.item())
         logs["g_total"] = total.item()
         return total, logs
+
+
+def gradient_l1(xrec: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Mean L1 distance between neighbouring-pixel differences along t, h and w (summed)."""
+    total = xrec.new_zeros(())
+    for dim in (2, 3, 4):
+        if x.shape[dim] > 1:
+            total = total + F.l1_loss(torch.diff(xrec, dim=dim), torch.diff(x, dim=dim))
+    return total
 
 
 class PreTanhProbe:
