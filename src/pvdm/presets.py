@@ -53,7 +53,7 @@ def _ae_debug() -> AutoencoderRunConfig:
             keep_checkpoints=2,
             keep_snapshots=2,
         ),
-        # no VGG16 download on a first try-out: L1 only (set loss.perceptual_weight=4 to add LPIPS),
+        # no VGG16 download on a first try-out: no LPIPS (set loss.perceptual_weight=4 to add it),
         # plus L1 on neighbouring-pixel differences, which keeps edges and stripes (rFVD -19%)
         loss=AutoencoderLossConfig(
             perceptual_weight=0.0, latent_hinge=1.0, gradient_weight=4.0, guard_clips=8
