@@ -149,9 +149,14 @@ class _NoMonitor:
 
 
 def autoencoder_train_step(
-    cfg: Any, device: torch.device, batch: int | None = None, name: str = "ae-train"
+    cfg: Any,
+    device: torch.device,
+    batch: int | None = None,
+    name: str = "ae-train",
+    compile: bool = False,
 ) -> Step:
-    """One optimizer step of `train_autoencoder` (phase 1) for an `AutoencoderRunConfig`."""
+    """One optimizer step of `train_autoencoder` (phase 1) for an `AutoencoderRunConfig`;
+    `compile`: the network through `torch.compile` (the first call compiles)."""
     from pvdm.models.autoencoder import TriplaneAutoencoder
     from pvdm.models.lpips import LPIPS
     from pvdm.runtime import autocast
@@ -162,6 +167,8 @@ def autoencoder_train_step(
     batch = batch or tc.batch_size
     torch.manual_seed(0)
     model = TriplaneAutoencoder(cfg.model).to(device).train()
+    if compile:
+        model.compile()
     lpips = LPIPS() if cfg.loss.perceptual_weight > 0 else None  # random weights, same cost
     loss_fn = AutoencoderLoss(cfg.loss, lpips).to(device)
     probe = PreTanhProbe(model, cfg.loss)
@@ -197,6 +204,7 @@ def autoencoder_train_step(
         "lpips": lpips is not None,
         "latent_hinge": cfg.loss.latent_hinge,
         "parameters": sum(p.numel() for p in params),
+        "compiled": compile,
     }
     return Step(name, fn, batch * tc.grad_accum, info)
 
@@ -207,8 +215,10 @@ def diffusion_train_step(
     device: torch.device,
     batch: int | None = None,
     name: str = "dm-train",
+    compile: bool = False,
 ) -> Step:
-    """One optimizer step of `train_diffusion` on latents of `latent_shape` (cached-latent path)."""
+    """One optimizer step of `train_diffusion` on latents of `latent_shape` (cached-latent path);
+    `compile`: the network through `torch.compile` (the first call compiles)."""
     from pvdm.diffusion.schedule import NoiseSchedule, diffusion_loss
     from pvdm.models import TriplaneUNet, randn_latent
     from pvdm.runtime import autocast
@@ -218,6 +228,8 @@ def diffusion_train_step(
     batch = batch or tc.batch_size
     torch.manual_seed(0)
     unet = TriplaneUNet(cfg.model).to(device).train()
+    if compile:
+        unet.compile()
     schedule = NoiseSchedule.from_config(dc)
     opt = torch.optim.AdamW(
         unet.parameters(), lr=tc.lr, betas=tc.betas, weight_decay=tc.weight_decay
@@ -255,6 +267,7 @@ def diffusion_train_step(
         "latent_shape": list(latent_shape),
         "min_snr_gamma": dc.min_snr_gamma,
         "parameters": sum(p.numel() for p in params),
+        "compiled": compile,
     }
     return Step(name, fn, batch * tc.grad_accum, info)
 

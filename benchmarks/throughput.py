@@ -99,20 +99,43 @@ def build_steps(args: argparse.Namespace, device) -> Iterator[steps.Step]:
         builders["unet-official-b1"] = lambda n: steps.forward_backward_step(
             "unet", unet_preset("official"), 1, device, "fp32", n, steps.latent_shape(ae_cfg)
         )
+    if args.compile:  # the same training steps with the network through torch.compile
+        builders["ae-train-demo-compiled"] = lambda n: steps.autoencoder_train_step(
+            ae_run, device, batch("ae-train-demo", ae_run.train.batch_size), n, compile=True
+        )
+        builders["dm-train-demo-compiled"] = lambda n: steps.diffusion_train_step(
+            dm_run, latent, device, batch("dm-train-demo", dm_run.train.batch_size), n, True
+        )
     names = [n for n in builders if not args.only or any(fnmatch.fnmatch(n, p) for p in args.only)]
     for name in names:
         yield builders[name](name)
 
 
+EAGER_FLOPS: dict[str, int] = {}  # FLOPs of each eager row, for its compiled twin
+
+
 def measure(step: steps.Step, repeats: int, warmup: int, device) -> dict:
     """FLOPs, median seconds and FLOP/s of one step, with the load average around it."""
     load_before = os.getloadavg()[0]
-    flops = steps.count_flops(step.fn)  # one untimed call
+    first_sec = None
+    if step.info.get("compiled"):
+        # FLOPs are the eager step's; the first call compiles (timed: the cost a run pays once)
+        flops = EAGER_FLOPS.get(step.name.removesuffix("-compiled"))
+        if flops is None:
+            raise SystemExit(f"{step.name}: run its eager row too (its FLOPs are counted there)")
+        start = time.perf_counter()
+        step.fn()
+        steps.sync(device)
+        first_sec = time.perf_counter() - start
+    else:
+        flops = steps.count_flops(step.fn)  # one untimed call
+        EAGER_FLOPS[step.name] = flops
     times = steps.time_step(step.fn, repeats, warmup, device)
     sec = steps.median(times)
     return {
         "name": step.name,
         **step.info,
+        **({"first_call_sec": first_sec} if first_sec is not None else {}),
         "samples_per_step": step.samples,
         "flops": flops,
         "sec_median": sec,
@@ -298,6 +321,12 @@ def main() -> int:
     parser.add_argument("--only", action="append", help="glob over model row names (repeatable)")
     parser.add_argument("--official", action="store_true", help="add the official-size networks")
     parser.add_argument("--tiny", action="store_true", help="small batches and peak sizes (tests)")
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="add the two training steps with the network through torch.compile (first call "
+        "timed as first_call_sec)",
+    )
     parser.add_argument(
         "--compare-workers",
         type=int,

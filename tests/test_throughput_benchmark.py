@@ -101,3 +101,30 @@ def test_compare_workers_reports_both_layouts(tmp_path) -> None:
         many["samples_per_sec"] / one["samples_per_sec"]
     )
     assert one["samples_per_sec"] > 0 and many["samples_per_sec"] > 0
+
+
+def test_a_compiled_row_times_its_first_call_and_takes_the_eager_rows_flops(monkeypatch) -> None:
+    monkeypatch.syspath_prepend(str(BENCHMARKS))  # the script imports its `steps` module
+    spec = importlib.util.spec_from_file_location("benchmark_throughput", SCRIPT)
+    throughput = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(throughput)
+    steps = throughput.steps
+    linear = torch.nn.Linear(24, 40, bias=False)
+    x = torch.randn(5, 24)
+    calls: list[int] = []
+
+    def fn() -> None:
+        calls.append(1)
+        linear(x)
+
+    cpu = torch.device("cpu")
+    compiled = steps.Step("lin-compiled", fn, 5, {"compiled": True})
+    with pytest.raises(SystemExit, match="run its eager row too"):
+        throughput.measure(compiled, 1, 0, cpu)
+    assert not calls
+    eager = throughput.measure(steps.Step("lin", fn, 5, {}), 2, 0, cpu)
+    assert eager["flops"] == 2 * 5 * 24 * 40 and "first_call_sec" not in eager
+    calls.clear()
+    row = throughput.measure(compiled, 2, 1, cpu)
+    assert row["flops"] == eager["flops"] and row["first_call_sec"] >= 0
+    assert len(calls) == 1 + 1 + 2  # the first call, the warm-up, the timed calls
