@@ -158,15 +158,19 @@ def add_utilisation(results: list[dict], peak: dict) -> None:
 
 
 def worker(spec: dict) -> None:
-    """Child: build the diffusion step, warm up, print READY, wait for a line, time a window."""
+    """Child: build the demo's training step (`spec["step"]`: ae-train-demo or dm-train-demo),
+    warm up, print READY, wait for a line, time a window."""
     import torch
 
     torch.set_num_threads(spec["threads"])
     from pvdm.presets import AUTOENCODER_RUNS, DIFFUSION_RUNS
 
-    dm_run = DIFFUSION_RUNS["debug"]()
-    latent = steps.latent_shape(AUTOENCODER_RUNS["debug"]().model)
-    step = steps.diffusion_train_step(dm_run, latent, torch.device("cpu"), spec["batch"])
+    ae_run, cpu = AUTOENCODER_RUNS["debug"](), torch.device("cpu")
+    if spec["step"] == "ae-train-demo":
+        step = steps.autoencoder_train_step(ae_run, cpu, spec["batch"])
+    else:
+        latent = steps.latent_shape(ae_run.model)
+        step = steps.diffusion_train_step(DIFFUSION_RUNS["debug"](), latent, cpu, spec["batch"])
     for _ in range(spec["warmup"]):
         step.fn()
     print("READY", flush=True)
@@ -181,9 +185,12 @@ def worker(spec: dict) -> None:
     )
 
 
-def run_workers(processes: int, threads: int, args: argparse.Namespace, batch: int) -> dict:
+def run_workers(
+    processes: int, threads: int, args: argparse.Namespace, batch: int, step: str
+) -> dict:
     """`processes` concurrent children of `threads` threads; their summed training rate."""
     spec = {
+        "step": step,
         "threads": threads,
         "batch": batch,
         "warmup": max(args.warmup, 1),
@@ -228,16 +235,15 @@ def run_workers(processes: int, threads: int, args: argparse.Namespace, batch: i
     }
 
 
-def compare_workers(n: int, args: argparse.Namespace) -> dict:
-    from pvdm.presets import DIFFUSION_RUNS
+def compare_workers(n: int, args: argparse.Namespace, step: str = "dm-train-demo") -> dict:
+    from pvdm.presets import AUTOENCODER_RUNS, DIFFUSION_RUNS
 
-    batch = (
-        TINY_BATCHES["dm-train-demo"] if args.tiny else DIFFUSION_RUNS["debug"]().train.batch_size
-    )
-    one = run_workers(1, n, args, batch)
-    many = run_workers(n, 1, args, batch)
+    runs = {"ae-train-demo": AUTOENCODER_RUNS, "dm-train-demo": DIFFUSION_RUNS}
+    batch = TINY_BATCHES[step] if args.tiny else runs[step]["debug"]().train.batch_size
+    one = run_workers(1, n, args, batch, step)
+    many = run_workers(n, 1, args, batch, step)
     return {
-        "step": "dm-train-demo",
+        "step": step,
         "window_sec": args.window,
         "one_process": one,
         "processes": many,
@@ -410,13 +416,16 @@ def main() -> int:
     }
     if args.compare_workers:
         print(f"compare workers: 1 x {args.compare_workers} threads vs {args.compare_workers} x 1")
-        report["compare_workers"] = cmp = compare_workers(args.compare_workers, args)
-        print(
-            f"  {cmp['one_process']['samples_per_sec']:.2f} vs "
-            f"{cmp['processes']['samples_per_sec']:.2f} samples/s: "
-            f"ratio {cmp['processes_over_one_process']:.2f}",
-            flush=True,
-        )
+        report["compare_workers"] = []
+        for step in ("ae-train-demo", "dm-train-demo"):
+            cmp = compare_workers(args.compare_workers, args, step)
+            report["compare_workers"].append(cmp)
+            print(
+                f"  {step}: {cmp['one_process']['samples_per_sec']:.2f} vs "
+                f"{cmp['processes']['samples_per_sec']:.2f} samples/s: "
+                f"ratio {cmp['processes_over_one_process']:.2f}",
+                flush=True,
+            )
     if args.compare_demo:
         report["compare_demo"] = cmp = compare_demo(
             args.compare_demo, args.compare_workers or 2, args.demo_dir

@@ -92,15 +92,17 @@ def test_compare_workers_reports_both_layouts(tmp_path) -> None:
         "--compare-workers", "2", "--window", "0.2",
     )  # fmt: skip
     assert [r["kind"] for r in report["results"]] == ["peak"] * 4
-    cmp = report["compare_workers"]
-    one, many = cmp["one_process"], cmp["processes"]
-    assert (one["processes"], one["threads_per_process"]) == (1, 2)
-    assert (many["processes"], many["threads_per_process"]) == (2, 1)
-    assert len(many["per_process"]) == 2 and all(r["steps"] >= 1 for r in many["per_process"])
-    assert cmp["processes_over_one_process"] == pytest.approx(
-        many["samples_per_sec"] / one["samples_per_sec"]
-    )
-    assert one["samples_per_sec"] > 0 and many["samples_per_sec"] > 0
+    assert [c["step"] for c in report["compare_workers"]] == ["ae-train-demo", "dm-train-demo"]
+    for cmp in report["compare_workers"]:
+        one, many = cmp["one_process"], cmp["processes"]
+        assert (one["processes"], one["threads_per_process"]) == (1, 2)
+        assert (many["processes"], many["threads_per_process"]) == (2, 1)
+        assert len(many["per_process"]) == 2 and all(r["steps"] >= 1 for r in many["per_process"])
+        assert cmp["processes_over_one_process"] == pytest.approx(
+            many["samples_per_sec"] / one["samples_per_sec"]
+        )
+        assert one["samples_per_sec"] > 0 and many["samples_per_sec"] > 0
+    assert report["compare_workers"][0]["one_process"]["batch"] == 2  # the tiny autoencoder batch
 
 
 def test_a_compiled_row_times_its_first_call_and_takes_the_eager_rows_flops(monkeypatch) -> None:

@@ -14,9 +14,11 @@ the plan (steps per stage) is saved in `demo.json`, and later runs reuse it.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,11 +32,22 @@ from pvdm.errors import PvdmError
 log = logging.getLogger(__name__)
 
 CALIBRATION_STEPS = 30
-# Of the time budget: the autoencoder gets AE_SHARE (35%: measured, docs/results.md); the
+# Of the time budget: the autoencoder gets the time its calibrated step rate needs for
+# AE_TARGET_STEPS steps (near its plateau), but at least AE_SHARE and at most AE_SHARE_MAX
+# (measured, docs/results.md: the autoencoder bounds the samples' quality, so a slow machine
+# gives it more of the budget, a fast one keeps the rest for the diffusion model); the
 # diffusion model gets what is left once the time spent so far (measured, so a busy machine
-# shortens it) and the reserve for the last stage are taken off. The reserve: the report's videos (~20 s at 10 minutes) and the FVD
-# ladder, which stops at 8 clips per rung (I3D: ~0.5-1 s per 16-frame clip on 2 cores).
-AE_SHARE, GENERATION_SHARE, FVD_SHARE = 0.35, 0.04, 0.08
+# shortens it) and the reserve for the last stage are taken off. The reserve: the report's
+# videos (~20 s at 10 minutes) and the FVD ladder, which stops at 8 clips per rung (I3D:
+# ~0.5-1 s per 16-frame clip on 2 cores).
+AE_SHARE, AE_SHARE_MAX, AE_TARGET_STEPS = 0.35, 0.50, 1_000
+GENERATION_SHARE, FVD_SHARE = 0.04, 0.08
+
+
+def autoencoder_budget(budget_sec: float, steps_per_sec: float) -> float:
+    """Seconds for the autoencoder stage at the calibrated `steps_per_sec`."""
+    wanted = AE_TARGET_STEPS / max(steps_per_sec, 1e-6)
+    return min(max(wanted, AE_SHARE * budget_sec), AE_SHARE_MAX * budget_sec)
 
 
 @dataclass
@@ -125,8 +138,18 @@ def _trained_to(run: Path, steps: int) -> bool:
     return bool(states) and states[-1][0] >= steps
 
 
-def _train(stage: str, train_fn, cfg, run: Path, budget_sec: float, state: DemoState, attr: str):
+def _train(
+    stage: str,
+    train_fn,
+    cfg,
+    run: Path,
+    budget_sec: float | Callable[[float], float],
+    state: DemoState,
+    attr: str,
+):
     """Calibrate the step rate, plan the steps for the budget, re-plan at half way, train.
+
+    `budget_sec` is seconds, or a function of the calibrated steps per second giving them.
 
     The calibration run and the first half run at a constant rate (`train.lr_decay_frac` off:
     the debug presets decay over the second half only, so this changes nothing); the second
@@ -145,6 +168,8 @@ def _train(stage: str, train_fn, cfg, run: Path, budget_sec: float, state: DemoS
                 f"stopped while training the {stage}; run the same command to resume"
             )
         rate = _steps_per_sec(run)
+        if callable(budget_sec):
+            budget_sec = budget_sec(rate)
         steps = _plan(budget_sec * rate)
         half = steps // 2
         if half > CALIBRATION_STEPS:
@@ -210,9 +235,8 @@ def run_demo(
     ae_run = out / "autoencoder"
     stage_start = time.perf_counter()
     if "autoencoder" not in state.done:
-        _train(
-            "autoencoder", train_autoencoder, ae_cfg, ae_run, AE_SHARE * budget, state, "ae_steps"
-        )
+        ae_budget = functools.partial(autoencoder_budget, budget)
+        _train("autoencoder", train_autoencoder, ae_cfg, ae_run, ae_budget, state, "ae_steps")
         _finish(out, state, "autoencoder", stage_start)
 
     cache = out / "latents"
