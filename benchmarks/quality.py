@@ -138,6 +138,7 @@ def check_args(args: argparse.Namespace) -> None:
         ("--num", args.num, 2),  # an FVD needs two clips for a covariance
         ("--batch-size", args.batch_size, 1),
         ("--seed", args.seed, 0),
+        ("--clips-per-video", args.clips_per_video, 1),
     ):
         if value < least:
             raise ConfigError(f"{flag} must be at least {least}, got {value}")
@@ -181,6 +182,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", required=True, help="the real dataset the model was trained on")
     parser.add_argument("--layout", default="auto")
     parser.add_argument("--num", type=int, default=64, help="clips per rung (and reference)")
+    parser.add_argument(
+        "--clips-per-video",
+        type=int,
+        default=1,
+        help="up to this many clips per video (other seeded windows) when a split has fewer "
+        "videos than --num (default 1: one clip per video, as the protocols take)",
+    )
     parser.add_argument("--long-videos", type=int, default=16)
     parser.add_argument("--long-frames", type=int, default=128)
     parser.add_argument("--samplers", default=DEFAULT_SAMPLERS, help="sampler:steps:eta,...")
@@ -229,11 +237,15 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _clips(data: Any, split: str, num: int, frames: int, seed: int) -> tuple[torch.Tensor, str]:
+def _clips(
+    data: Any, split: str, num: int, frames: int, seed: int, per_video: int
+) -> tuple[torch.Tensor, str]:
     """`num` clips of `split` and the split they really came from (recorded in the JSON)."""
     from pvdm.data import split_clips
 
-    return split_clips(data, split, num, seed, clip_frames=frames, purpose=HELD_OUT)
+    return split_clips(
+        data, split, num, seed, clip_frames=frames, purpose=HELD_OUT, per_video=per_video
+    )
 
 
 @torch.no_grad()
@@ -279,9 +291,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         )  # fmt: skip
 
     ref_feats, num_reference = reference_features(
-        detector, data, args.num, args.seed, args.reference_cache
+        detector, data, args.num, args.seed, args.reference_cache, args.clips_per_video
     )
-    heldout, heldout_split = _clips(data, "test", n, 16 + cf, seed + 1)
+    heldout, heldout_split = _clips(data, "test", n, 16 + cf, seed + 1, args.clips_per_video)
     real16, future = heldout[:, :, :16], heldout[:, :, cf : cf + 16]
     if "floor" in wanted:
         rung(FLOOR, "floor", real16, split=heldout_split)
@@ -354,6 +366,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "resolution": res,
         "detector": detector.describe(),
         "reference": {"split": "train", "clips": num_reference, "frames": 16},
+        "clips_per_video": args.clips_per_video,
         "num_per_rung": n,
         "seed": seed,
         "rungs": rungs,

@@ -20,9 +20,11 @@ steps mix matmuls (attention, MLPs) and convolutions (UNet), so `util_matmul_pct
 `util_conv_pct` are given too. The 1-minute load average before and after each row shows when
 other processes shared the CPU.
 
-`--compare-workers [N]` also measures the diffusion training step's samples/s with 1 process of
+`--compare-workers [N]` also measures the demo's two training steps' samples/s with 1 process of
 N threads against N processes of 1 thread each running the step concurrently (independent, no
-gradient all-reduce), each in a fresh child process, over the same `--window` seconds.
+gradient all-reduce), each in a fresh child process, over the same `--window` seconds: once with
+the whole batch in every process (what a batch N times larger would give), once with the batch
+split over them (what `--workers N` trains, less its gradient exchange).
 
 `--compare-demo MINUTES` runs `pvdm demo --minutes MINUTES` twice, side by side in one run
 (`--workers 1`, then `--workers N`), and compares the training samples per demo minute (the
@@ -242,12 +244,17 @@ def compare_workers(n: int, args: argparse.Namespace, step: str = "dm-train-demo
     batch = TINY_BATCHES[step] if args.tiny else runs[step]["debug"]().train.batch_size
     one = run_workers(1, n, args, batch, step)
     many = run_workers(n, 1, args, batch, step)
+    # what `--workers N` computes: the same global batch split over the processes (without the
+    # gradient exchange, so an upper bound of its rate)
+    split = run_workers(n, 1, args, max(1, batch // n), step)
     return {
         "step": step,
         "window_sec": args.window,
         "one_process": one,
         "processes": many,
+        "processes_split_batch": split,
         "processes_over_one_process": many["samples_per_sec"] / one["samples_per_sec"],
+        "split_over_one_process": split["samples_per_sec"] / one["samples_per_sec"],
     }
 
 
@@ -287,7 +294,7 @@ def demo_run(out: Path, minutes: float, workers: int) -> dict:
 
 
 def compare_demo(minutes: float, workers: int, keep: Path | None = None) -> dict:
-    """Two demos of `minutes`, one process and `workers` processes for the diffusion stage
+    """Two demos of `minutes`, one process and `workers` processes for the training stages
     (in `keep`/one and `keep`/workers when given, e.g. to measure their models further)."""
     import tempfile
 
@@ -422,8 +429,10 @@ def main() -> int:
             report["compare_workers"].append(cmp)
             print(
                 f"  {step}: {cmp['one_process']['samples_per_sec']:.2f} vs "
-                f"{cmp['processes']['samples_per_sec']:.2f} samples/s: "
-                f"ratio {cmp['processes_over_one_process']:.2f}",
+                f"{cmp['processes']['samples_per_sec']:.2f} samples/s with the whole batch in "
+                f"each process (ratio {cmp['processes_over_one_process']:.2f}), "
+                f"{cmp['processes_split_batch']['samples_per_sec']:.2f} with it split "
+                f"(ratio {cmp['split_over_one_process']:.2f})",
                 flush=True,
             )
     if args.compare_demo:

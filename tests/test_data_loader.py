@@ -164,3 +164,20 @@ def test_eval_clips_one_per_video_deterministic() -> None:
         assert start == dataset.start_for(req.index, req.seed)
         assert torch.equal(video, dataset.clip(req.index, int(start)))
     assert np.unique(torch.cat([b["start"] for b in batches]).numpy()).size > 1
+
+
+def test_eval_clips_per_video_adds_clips_of_a_small_split() -> None:
+    dataset = open_dataset(_synthetic())  # 12 videos
+    one = eval_requests(dataset, 100, seed=2)
+    three = eval_requests(dataset, 100, seed=2, per_video=3)
+    assert three[:12] == one  # the first clip of every video is unchanged
+    assert len(three) == 36 and len(set(three)) == 36
+    assert sorted(r.index for r in three) == sorted(list(range(12)) * 3)
+    assert eval_requests(dataset, 5, seed=2, per_video=3) == eval_requests(dataset, 5, seed=2)
+    twenty = eval_requests(dataset, 20, seed=2, per_video=3)
+    assert twenty[:12] == one and len(twenty) == 20
+    assert len({r.index for r in twenty[12:]}) == 8  # second clips of 8 different videos
+    starts = {dataset.start_for(r.index, r.seed) for r in three if r.index == 0}
+    assert len(starts) > 1  # other windows of the same video
+    with pytest.raises(ValueError, match="per_video"):
+        eval_requests(dataset, 5, seed=2, per_video=0)

@@ -126,3 +126,34 @@ def test_quality_subset_of_rungs_reuses_cached_reference_features(tmp_path) -> N
     assert second > 100 * first + 1000
     assert torch.load(cache, weights_only=True)["clips"] == 4  # recomputed for --num 4
     assert reports[2]["rungs"][0]["num"] == 4
+
+
+@pytest.mark.skipif(not hasattr(pvdm.models, "autoencoder_preset"), reason="no model presets")
+@pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
+def test_clips_per_video_scores_a_small_split_on_more_clips(tmp_path) -> None:
+    from pvdm.diffusion.pipeline import PVDMPipeline
+    from pvdm.models import TriplaneAutoencoder, TriplaneUNet, autoencoder_preset, unet_preset
+
+    torch.manual_seed(0)
+    ae = TriplaneAutoencoder(autoencoder_preset("debug"))
+    PVDMPipeline(TriplaneUNet(unet_preset("debug")), ae).save_pretrained(tmp_path / "pipe")
+    detector = tmp_path / "stand_in.pt"
+    torch.jit.save(torch.jit.script(_MeanColour()), detector)
+    reports = []
+    for per_video in (1, 3):
+        out = tmp_path / f"quality-{per_video}.json"
+        args = [
+            "--model", tmp_path / "pipe", "--data", sky(), "--num", 44, "--rungs", "floor",
+            "--clips-per-video", per_video, "--i3d", detector, "--trust-detector-code",
+            "--out", out,
+        ]  # fmt: skip
+        proc = subprocess.run(
+            [sys.executable, str(SCRIPT), *map(str, args)], capture_output=True, text=True
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        reports.append(json.loads(out.read_text()))
+    # sky_mini: 40 train videos and 8 held-out ones, 32 frames each
+    assert [r["reference"]["clips"] for r in reports] == [40, 44]
+    assert [r["rungs"][0]["num"] for r in reports] == [8, 24]
+    assert [r["clips_per_video"] for r in reports] == [1, 3]
+    assert reports[0]["rungs"][0]["fvd"] != reports[1]["rungs"][0]["fvd"]

@@ -57,6 +57,7 @@ BAD_FLAGS = [
     (["--device", "tpu"], "'tpu' is not a device"),
     (["--batch-size", "0"], "--batch-size must be at least 1"),
     (["--seed", "-1"], "--seed must be at least 0"),
+    (["--clips-per-video", "0"], "--clips-per-video must be at least 1, got 0"),
     (["--rungs", "floor,bogus"], "unknown rungs ['bogus']"),
     (["--long-frames", "8"], "the drift rung needs"),
     (["--long-videos", "0"], "the drift rung needs"),

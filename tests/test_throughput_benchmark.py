@@ -101,6 +101,11 @@ def test_compare_workers_reports_both_layouts(tmp_path) -> None:
         assert cmp["processes_over_one_process"] == pytest.approx(
             many["samples_per_sec"] / one["samples_per_sec"]
         )
+        split = cmp["processes_split_batch"]  # what --workers trains: the batch split
+        assert split["processes"] == 2 and split["batch"] == one["batch"] // 2
+        assert cmp["split_over_one_process"] == pytest.approx(
+            split["samples_per_sec"] / one["samples_per_sec"]
+        )
         assert one["samples_per_sec"] > 0 and many["samples_per_sec"] > 0
     assert report["compare_workers"][0]["one_process"]["batch"] == 2  # the tiny autoencoder batch
 

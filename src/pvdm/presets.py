@@ -32,6 +32,7 @@ from pvdm.train.ae_loss import AutoencoderLossConfig
 from pvdm.train.autoencoder import AutoencoderRunConfig
 from pvdm.train.config import TrainConfig
 from pvdm.train.diffusion import DiffusionRunConfig
+from pvdm.train.distill import DistillRunConfig, DistillSettings
 
 
 def _ae_debug() -> AutoencoderRunConfig:
@@ -149,3 +150,24 @@ DIFFUSION_RUNS: dict[str, Callable[[], DiffusionRunConfig]] = {
     "sky-256": _dm_paper("sky", 0.2),
     "ucf101-256-classcond": _dm_paper("ucf101", 0.3, classes=True),
 }
+
+
+def _distill_debug() -> DistillRunConfig:
+    # a 2-step student of a demo-size model (docs/results.md, "A distilled student")
+    return DistillRunConfig(
+        train=TrainConfig(
+            max_steps=300,
+            batch_size=16,
+            lr=1e-4,
+            grad_clip=1.0,
+            use_ema=False,
+            log_every=25,
+            checkpoint_every=100,
+            keep_checkpoints=2,
+            keep_snapshots=2,
+        ),
+        distill=DistillSettings(student_steps=2, fake_updates=2, fake_lr=1e-4),
+    )
+
+
+DISTILL_RUNS: dict[str, Callable[[], DistillRunConfig]] = {"debug": _distill_debug}

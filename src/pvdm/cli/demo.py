@@ -23,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--workers",
         default="1",
-        help="data-parallel processes for the diffusion stage (auto: one per CPU core, at most "
+        help="data-parallel processes for the training stages (auto: one per CPU core, at most "
         "8); on the 2-core reference machine two did not train more per demo minute than one",
     )
     p.add_argument(

@@ -1,4 +1,4 @@
-"""`pvdm train-autoencoder`, `pvdm cache-latents`, `pvdm train-diffusion`.
+"""`pvdm train-autoencoder`, `pvdm cache-latents`, `pvdm train-diffusion`, `pvdm distill`.
 
 Multi-GPU / multi-node: launch the same command with torchrun, e.g.
 `torchrun --nproc_per_node 8 -m pvdm train-diffusion ...`; on one CPU machine `--workers N`
@@ -13,6 +13,7 @@ from pathlib import Path
 # the names of pvdm.presets' run settings (the CLI imports no torch to list them; a test checks)
 AUTOENCODER_RUN_NAMES = ["debug", "ucf101-256", "ucf101-256-gan", "sky-256", "sky-256-gan"]
 DIFFUSION_RUN_NAMES = ["debug", "ucf101-256", "sky-256", "ucf101-256-classcond"]
+DISTILL_RUN_NAMES = ["debug"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -38,6 +39,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_run_args(p, DIFFUSION_RUN_NAMES)
     p.add_argument("--autoencoder", help="the autoencoder: run folder, snapshot or checkpoint")
     p.set_defaults(func=_train_diffusion)
+
+    p = sub.add_parser(
+        "distill",
+        help="distill a few-step student from a trained diffusion model",
+        description="Distill (or resume distilling) a student that samples in --steps network "
+        "evaluations; the student folder works wherever a diffusion model does. Re-run the "
+        "same command to resume.",
+    )
+    add_run_args(p, DISTILL_RUN_NAMES)  # --data: the teacher's latent cache (default: its run's)
+    p.add_argument("--teacher", help="the trained diffusion model: run folder or pipeline")
+    p.add_argument("--steps", type=int, help="network evaluations per clip of the student")
+    p.set_defaults(func=_distill)
 
     p = sub.add_parser(
         "cache-latents",
@@ -116,6 +129,30 @@ def _train_diffusion(args: argparse.Namespace) -> int:
         return code
     with training_lock(args.outdir):
         train_diffusion(cfg, args.outdir, restart=args.restart)
+    return stop_exit_code()  # 130/143 after a SIGINT/SIGTERM stop (saved, resumable)
+
+
+def _distill(args: argparse.Namespace) -> int:
+    from pvdm.cli.common import resolve_run_config, training_lock
+    from pvdm.errors import ConfigError
+    from pvdm.presets import DISTILL_RUNS
+    from pvdm.train.distill import DistillRunConfig, distill
+    from pvdm.train.interrupt import stop_exit_code
+
+    if args.teacher is not None:
+        args.set.insert(0, f"teacher={args.teacher}")
+    if args.steps is not None:
+        args.set.insert(0, f"distill.student_steps={args.steps}")
+    if args.data is not None:  # the teacher's latent cache
+        args.set.insert(0, f"latents={args.data}")
+        args.data = None
+    cfg = resolve_run_config(DistillRunConfig, DISTILL_RUNS, args)
+    if _finish(cfg, args):
+        return 0
+    if str(args.workers) != "1":
+        raise ConfigError("pvdm distill runs in one process; drop --workers")
+    with training_lock(args.outdir):
+        distill(cfg, args.outdir, restart=args.restart)
     return stop_exit_code()  # 130/143 after a SIGINT/SIGTERM stop (saved, resumable)
 
 

@@ -96,16 +96,28 @@ def make_loader(
     return ClipLoader(dataset, sampler, loader)
 
 
-def eval_requests(dataset: VideoDataset, num: int, *, seed: int) -> list[ClipRequest]:
+def eval_requests(
+    dataset: VideoDataset, num: int, *, seed: int, per_video: int = 1
+) -> list[ClipRequest]:
     """One request per video at a seeded random start, for `min(num, len(dataset))` videos.
 
     A seeded subset when `num < len(dataset)` (in index order); all videos otherwise, as the
     FVD protocol takes all clips when a split has fewer than 2,048 (sihyun-yu/PVDM#30).
+    `per_video` > 1 lets a small split give more clips: when `num` exceeds the videos, every
+    video gives a second clip at another seeded start, then a third, up to `per_video` each
+    (`min(num, per_video * len(dataset))` clips; the first clip of each video is the one of
+    `per_video=1`).
     """
+    if per_video < 1:
+        raise ValueError(f"per_video must be at least 1, got {per_video}")
     count = min(num, len(dataset))
     order = np.random.default_rng([_EVAL_TAG, seed]).permutation(len(dataset))
     chosen = sorted(int(i) for i in order[:count])
-    return [ClipRequest(i, mix_seed(_EVAL_TAG, seed, i)) for i in chosen]
+    requests = [ClipRequest(i, mix_seed(_EVAL_TAG, seed, i)) for i in chosen]
+    for k in range(1, per_video):
+        more = sorted(int(i) for i in order[: max(0, num - len(requests))])
+        requests += [ClipRequest(i, mix_seed(_EVAL_TAG, seed, i, k)) for i in more]
+    return requests
 
 
 def eval_clips(
@@ -115,9 +127,10 @@ def eval_clips(
     seed: int,
     batch_size: int = 16,
     num_workers: int = 0,
+    per_video: int = 1,
 ) -> Iterator[dict[str, torch.Tensor]]:
     """Batches of the `eval_requests` clips (same format as `make_loader`), deterministic."""
-    requests = eval_requests(dataset, num, seed=seed)
+    requests = eval_requests(dataset, num, seed=seed, per_video=per_video)
     loader = DataLoader(
         dataset,
         batch_size=batch_size,
@@ -130,19 +143,27 @@ def eval_clips(
 
 
 def split_clips(
-    cfg: Any, split: str, num: int, seed: int, *, purpose: str, clip_frames: int | None = None
+    cfg: Any,
+    split: str,
+    num: int,
+    seed: int,
+    *,
+    purpose: str,
+    clip_frames: int | None = None,
+    per_video: int = 1,
 ) -> tuple[torch.Tensor, str]:
     """`num` fixed clips of `split` of the data `cfg` as uint8 [num, C, T, H, W] (fewer when the
-    split has fewer videos), and the split they really came from: held-out ("test") clips of
-    data without a test split are training clips, with the warning of `open_heldout` naming
-    `purpose`, and "train" is returned so that a report can record it."""
+    split has fewer than `num / per_video` videos), and the split they really came from:
+    held-out ("test") clips of data without a test split are training clips, with the warning
+    of `open_heldout` naming `purpose`, and "train" is returned so that a report can record it."""
     from pvdm.data.dataset import open_dataset, open_heldout
 
     if split == "test":
         dataset = open_heldout(cfg, clip_frames=clip_frames, purpose=purpose)
     else:
         dataset = open_dataset(cfg, clip_frames=clip_frames, split=split)
-    return torch.cat([b["video"] for b in eval_clips(dataset, num, seed=seed)]), dataset.split
+    batches = eval_clips(dataset, num, seed=seed, per_video=per_video)
+    return torch.cat([b["video"] for b in batches]), dataset.split
 
 
 def collate(samples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:

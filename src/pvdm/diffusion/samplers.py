@@ -153,25 +153,45 @@ def ddim_sample(
     num_t = schedule.num_timesteps
     if not 1 <= steps <= num_t:
         raise ValueError(f"DDIM steps must be in [1, {num_t}], got {steps}")
-    times = torch.linspace(-1, num_t - 1, steps + 1).int().tolist()[::-1]
-    acp = schedule.alphas_cumprod.to(noise.device)
+    times = ddim_times(num_t, steps)
     x = noise.float()
     for i, (t, t_next) in enumerate(itertools.pairwise(times)):
-        t_batch = _timesteps(x, t)
-        eps = denoiser(x, t_batch)
-        x0 = schedule.predict_x0(x, t_batch, eps)
-        x0 = _clip(x0, clip_x0)
-        if t_next < 0:
-            x = x0
-        else:
-            alpha, alpha_next = acp[t], acp[t_next]
-            sigma = eta * ((1 - alpha / alpha_next) * (1 - alpha_next) / (1 - alpha)).sqrt()
-            c = (1 - alpha_next - sigma**2).sqrt()
-            x = x0 * alpha_next.sqrt() + c * eps
-            if eta > 0:
-                x = x + sigma * randn_like(x, generator)
+        x, x0 = ddim_step(denoiser, x, schedule, t, t_next, eta, generator, clip_x0)
         _report(callback, i, steps, t, x, x0)
     return x
+
+
+def ddim_times(num_timesteps: int, steps: int) -> list[int]:
+    """The official DDIM grid, first to last: `linspace(-1, T-1, S+1)` truncated to int and
+    reversed (S + 1 points; the last, -1, stands for the clean sample)."""
+    return torch.linspace(-1, num_timesteps - 1, steps + 1).int().tolist()[::-1]
+
+
+def ddim_step(
+    denoiser: Denoiser,
+    x: Latent,
+    schedule: NoiseSchedule,
+    t: int,
+    t_next: int,
+    eta: float,
+    generator: Generator,
+    clip_x0: bool | float,
+) -> tuple[Latent, Latent]:
+    """One step of the official DDIM from t to t_next (-1: the x0 prediction itself); the new
+    sample and the clamped x0 prediction."""
+    acp = schedule.alphas_cumprod.to(x.device)
+    t_batch = _timesteps(x, t)
+    eps = denoiser(x, t_batch)
+    x0 = _clip(schedule.predict_x0(x, t_batch, eps), clip_x0)
+    if t_next < 0:
+        return x0, x0
+    alpha, alpha_next = acp[t], acp[t_next]
+    sigma = eta * ((1 - alpha / alpha_next) * (1 - alpha_next) / (1 - alpha)).sqrt()
+    c = (1 - alpha_next - sigma**2).sqrt()
+    x = x0 * alpha_next.sqrt() + c * eps
+    if eta > 0:
+        x = x + sigma * randn_like(x, generator)
+    return x, x0
 
 
 @torch.no_grad()

@@ -166,10 +166,11 @@ def noise_videos(shape: tuple[int, ...], *, seed: int = 0) -> torch.Tensor:
 
 
 def reference_features(
-    detector: Any, data: Any, num: int, seed: int, cache: Any = None
+    detector: Any, data: Any, num: int, seed: int, cache: Any = None, per_video: int = 1
 ) -> tuple[torch.Tensor, int]:
     """Detector features of the reference set (`num` real 16-frame train clips of `data`, a
-    `pvdm.data.DataConfig`, one per video at offsets seeded by `seed`) and its size; kept in the
+    `pvdm.data.DataConfig`, one per video at offsets seeded by `seed`, up to `per_video` per
+    video when the split has fewer than `num` videos) and its size; kept in the
     file `cache` and reused while the detector, the data (its identity, digests of the video
     bytes included, as `pvdm eval`'s cache), the count and the seed are the same. An unreadable
     cache file is measured again and replaced."""
@@ -189,6 +190,8 @@ def reference_features(
         "num": num,
         "seed": seed,
     }
+    if per_video != 1:
+        key["per_video"] = per_video
     path = Path(cache) if cache is not None else None
     if path is not None and path.is_file():
         try:
@@ -198,7 +201,9 @@ def reference_features(
             saved = None
         if isinstance(saved, dict) and saved.get("key") == key:
             return saved["features"], int(saved["clips"])
-    reference, _ = split_clips(data, "train", num, seed, clip_frames=16, purpose="the reference")
+    reference, _ = split_clips(
+        data, "train", num, seed, clip_frames=16, purpose="the reference", per_video=per_video
+    )
     features = detector(reference)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
