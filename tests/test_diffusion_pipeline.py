@@ -179,3 +179,19 @@ def test_a_bad_schedule_in_pipeline_json_is_one_error(tmp_path, schedule) -> Non
     (folder / "pipeline.json").write_text(text)
     with pytest.raises(PvdmError, match="invalid 'schedule'"):
         PVDMPipeline.from_pretrained(folder)
+
+
+@pytest.mark.parametrize("default_steps", ['{"ddim": 0}', '{"ddim": true}', "[2]", '{"ddim": 2.5}'])
+def test_bad_default_steps_in_pipeline_json_are_one_error(tmp_path, default_steps) -> None:
+    import json
+
+    from pvdm.errors import PvdmError
+    from pvdm.models import TriplaneAutoencoder, TriplaneUNet, autoencoder_preset, unet_preset
+
+    ae = TriplaneAutoencoder(autoencoder_preset("debug"))
+    folder = PVDMPipeline(TriplaneUNet(unet_preset("debug")), ae).save_pretrained(tmp_path / "p")
+    spec = json.loads((folder / "pipeline.json").read_text())
+    text = json.dumps({**spec, "default_steps": "@"}).replace('"@"', default_steps)
+    (folder / "pipeline.json").write_text(text)
+    with pytest.raises(PvdmError, match="'default_steps' must map sampler names"):
+        PVDMPipeline.from_pretrained(folder)
