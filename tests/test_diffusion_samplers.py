@@ -3,6 +3,7 @@ per-sample seeding."""
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -172,7 +173,7 @@ def test_samplers_share_one_signature_and_the_defaults() -> None:
     assert len(seen) == SAMPLERS["ddim"].default_steps
 
 
-@pytest.mark.parametrize("name", ["ddim", "dpm", "dpm-sde", "ddpm"])
+@pytest.mark.parametrize("name", ["ddim", "ddim-quad", "ddim-logsnr", "dpm", "dpm-sde", "ddpm"])
 def test_every_sampler_reports_each_step_to_the_callback(name) -> None:
     from pvdm.diffusion import SAMPLERS
 
@@ -242,3 +243,37 @@ def test_dpm_solver_sde_matches_diffusers_noise_for_noise() -> None:
         dpm_solver_sde_sample(model, noise, sched, 6, eta=0.0),
         dpm_solver_sample(model, noise, sched, 6),
     )
+
+
+@pytest.mark.parametrize("spacing", ["official", "quadratic", "logsnr"])
+@pytest.mark.parametrize("steps", [1, 2, 8, 50, 1000])
+def test_ddim_grids_start_at_the_last_step_and_fall_strictly(spacing, steps) -> None:
+    from pvdm.diffusion.samplers import ddim_times
+
+    grid = ddim_times(1000, steps, spacing, S)
+    assert len(grid) == steps + 1 and grid[0] == 999 and grid[-1] == -1
+    assert all(a > b for a, b in itertools.pairwise(grid))
+
+
+def test_ddim_grids_values() -> None:
+    from pvdm.diffusion.samplers import ddim_times
+
+    assert ddim_times(1000, 4) == [999, 749, 499, 249, -1]  # the official truncation
+    assert ddim_times(1000, 4, "quadratic") == [999, 562, 250, 62, -1]  # 999 (k/4)^2
+    grid = ddim_times(1000, 4, "logsnr", S)
+    acp = S.alphas_cumprod.double()
+    logsnr = (acp / (1 - acp)).log()[grid[:-1]]
+    steps = logsnr[1:] - logsnr[:-1]  # equal log-SNR steps, up to the integer grid
+    assert float(steps.max() - steps.min()) < 0.05 * float(steps.mean())
+    with pytest.raises(ValueError, match="spacing"):
+        ddim_times(1000, 4, "karras")
+
+
+def test_a_regridded_ddim_is_ddim_on_its_grid(monkeypatch) -> None:
+    from pvdm.diffusion import samplers
+
+    seen = []
+    samplers.ddim_quadratic_sample(
+        lambda x, t: seen.append(int(t[0])) or 0.1 * x, torch.ones(1, 2), S, 4, eta=0.0
+    )
+    assert seen == [999, 562, 250, 62]

@@ -14,6 +14,8 @@ denoiser): the samplers only use its arithmetic, and the result has the same for
   (`clip_x0`: True = [-1, 1], a number c = [-c, c] for scaled latents, False = no clamp),
   the last pair returning the x0 prediction; `eta=1` (the official setting) is ancestral
   sampling on the sub-grid.
+- `ddim_quadratic_sample`, `ddim_logsnr_sample` (`ddim-quad`, `ddim-logsnr`): the same steps on
+  other grids (`ddim_times`): the DDIM paper's quadratic one, and one uniform in log-SNR.
 - `dpm_solver_sample`: DPM-Solver++(2M) with x0 clamping; matches diffusers'
   `DPMSolverMultistepScheduler` (test_diffusion_samplers.py) and needs ~20 steps.
 - `dpm_solver_sde_sample`: its stochastic form, DPM-Solver++(2M) SDE (diffusers'
@@ -38,7 +40,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeAlias
+from typing import Any, Literal, TypeAlias
 
 import numpy as np
 import torch
@@ -149,11 +151,47 @@ def ddim_sample(
     callback: Callback | None = None,
 ) -> Latent:
     """The official strided DDIM sampler; `eta=1` is ancestral sampling on the sub-grid."""
+    return _ddim(denoiser, noise, schedule, steps, eta, generator, clip_x0, callback, "official")
+
+
+@torch.no_grad()
+def ddim_quadratic_sample(
+    denoiser: Denoiser,
+    noise: Latent,
+    schedule: NoiseSchedule,
+    steps: int | None = None,
+    *,
+    eta: float = DEFAULT_ETA,
+    generator: Generator = None,
+    clip_x0: bool | float = True,
+    callback: Callback | None = None,
+) -> Latent:
+    """DDIM on the DDIM paper's quadratic grid (`ddim_times(..., "quadratic")`)."""
+    return _ddim(denoiser, noise, schedule, steps, eta, generator, clip_x0, callback, "quadratic")
+
+
+@torch.no_grad()
+def ddim_logsnr_sample(
+    denoiser: Denoiser,
+    noise: Latent,
+    schedule: NoiseSchedule,
+    steps: int | None = None,
+    *,
+    eta: float = DEFAULT_ETA,
+    generator: Generator = None,
+    clip_x0: bool | float = True,
+    callback: Callback | None = None,
+) -> Latent:
+    """DDIM on a grid uniform in log-SNR (`ddim_times(..., "logsnr")`)."""
+    return _ddim(denoiser, noise, schedule, steps, eta, generator, clip_x0, callback, "logsnr")
+
+
+def _ddim(denoiser, noise, schedule, steps, eta, generator, clip_x0, callback, spacing):
     steps = SAMPLERS["ddim"].default_steps if steps is None else steps
     num_t = schedule.num_timesteps
     if not 1 <= steps <= num_t:
         raise ValueError(f"DDIM steps must be in [1, {num_t}], got {steps}")
-    times = ddim_times(num_t, steps)
+    times = ddim_times(num_t, steps, spacing, schedule)
     x = noise.float()
     for i, (t, t_next) in enumerate(itertools.pairwise(times)):
         x, x0 = ddim_step(denoiser, x, schedule, t, t_next, eta, generator, clip_x0)
@@ -161,10 +199,39 @@ def ddim_sample(
     return x
 
 
-def ddim_times(num_timesteps: int, steps: int) -> list[int]:
-    """The official DDIM grid, first to last: `linspace(-1, T-1, S+1)` truncated to int and
-    reversed (S + 1 points; the last, -1, stands for the clean sample)."""
-    return torch.linspace(-1, num_timesteps - 1, steps + 1).int().tolist()[::-1]
+Spacing: TypeAlias = Literal["official", "quadratic", "logsnr"]
+
+
+def ddim_times(
+    num_timesteps: int, steps: int, spacing: Spacing = "official", schedule: Any = None
+) -> list[int]:
+    """A DDIM grid, first to last (S + 1 points; the last, -1, stands for the clean sample).
+
+    - official: `linspace(-1, T-1, S+1)` truncated to int and reversed (the official sampler);
+    - quadratic: `(T-1) ((S-i)/S)^2` for i < S, the DDIM paper's quadratic selection (more of
+      the steps at low noise);
+    - logsnr: uniform in log-SNR between the first and the last step (needs `schedule`).
+    Every grid starts at T-1 and falls strictly.
+    """
+    if spacing == "official":
+        return torch.linspace(-1, num_timesteps - 1, steps + 1).int().tolist()[::-1]
+    last = num_timesteps - 1
+    if spacing == "quadratic":
+        points = [round(last * ((steps - i) / steps) ** 2) for i in range(steps)]
+    elif spacing == "logsnr":
+        if schedule is None:
+            raise ValueError("the logsnr spacing needs the schedule")
+        acp = schedule.alphas_cumprod.double()
+        logsnr = (acp / (1 - acp)).log()  # falls with t
+        targets = torch.linspace(float(logsnr[last]), float(logsnr[0]), steps + 1)[:-1]
+        points = [int((logsnr - v).abs().argmin()) for v in targets.double()]
+    else:
+        raise ValueError(f"unknown DDIM spacing {spacing!r}")
+    grid: list[int] = []
+    for i, t in enumerate(points):  # strictly falling, room left for the points after it
+        t = min(t, grid[-1] - 1) if grid else last
+        grid.append(max(t, steps - 1 - i))
+    return [*grid, -1]
 
 
 def ddim_step(
@@ -368,6 +435,8 @@ class SamplerSpec:
 # fewer; the deterministic DPM-Solver++ needs ~20 and stays behind them.
 SAMPLERS: dict[str, SamplerSpec] = {
     "ddim": SamplerSpec(ddim_sample, 8, True, "DDIM"),
+    "ddim-quad": SamplerSpec(ddim_quadratic_sample, 8, True, "DDIM (quadratic grid)"),
+    "ddim-logsnr": SamplerSpec(ddim_logsnr_sample, 8, True, "DDIM (log-SNR grid)"),
     "dpm": SamplerSpec(dpm_solver_sample, 20, False, "DPM-Solver++(2M)"),
     "dpm-sde": SamplerSpec(dpm_solver_sde_sample, 8, True, "DPM-Solver++(2M) SDE"),
     "ddpm": SamplerSpec(ddpm_sample, None, False, "DDPM"),
