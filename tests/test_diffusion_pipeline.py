@@ -167,31 +167,31 @@ def test_class_names_that_are_numbers_are_names_first() -> None:
      '{"num_timesteps": 1000000000}'],
 )  # fmt: skip
 def test_a_bad_schedule_in_pipeline_json_is_one_error(tmp_path, schedule) -> None:
-    import json
-
     from pvdm.errors import PvdmError
-    from pvdm.models import TriplaneAutoencoder, TriplaneUNet, autoencoder_preset, unet_preset
 
-    ae = TriplaneAutoencoder(autoencoder_preset("debug"))
-    folder = PVDMPipeline(TriplaneUNet(unet_preset("debug")), ae).save_pretrained(tmp_path / "p")
-    spec = json.loads((folder / "pipeline.json").read_text())
-    text = json.dumps({**spec, "schedule": "@"}).replace('"@"', schedule)
-    (folder / "pipeline.json").write_text(text)
+    folder = _pipeline_json_with(tmp_path, "schedule", schedule)
     with pytest.raises(PvdmError, match="invalid 'schedule'"):
         PVDMPipeline.from_pretrained(folder)
 
 
 @pytest.mark.parametrize("default_steps", ['{"ddim": 0}', '{"ddim": true}', "[2]", '{"ddim": 2.5}'])
 def test_bad_default_steps_in_pipeline_json_are_one_error(tmp_path, default_steps) -> None:
+    from pvdm.errors import PvdmError
+
+    folder = _pipeline_json_with(tmp_path, "default_steps", default_steps)
+    with pytest.raises(PvdmError, match="'default_steps' must map sampler names"):
+        PVDMPipeline.from_pretrained(folder)
+
+
+def _pipeline_json_with(tmp_path, key: str, raw_json: str):
+    """A saved random debug pipeline whose pipeline.json has `key` set to the text `raw_json`."""
     import json
 
-    from pvdm.errors import PvdmError
     from pvdm.models import TriplaneAutoencoder, TriplaneUNet, autoencoder_preset, unet_preset
 
     ae = TriplaneAutoencoder(autoencoder_preset("debug"))
     folder = PVDMPipeline(TriplaneUNet(unet_preset("debug")), ae).save_pretrained(tmp_path / "p")
     spec = json.loads((folder / "pipeline.json").read_text())
-    text = json.dumps({**spec, "default_steps": "@"}).replace('"@"', default_steps)
+    text = json.dumps({**spec, key: "@"}).replace('"@"', raw_json)
     (folder / "pipeline.json").write_text(text)
-    with pytest.raises(PvdmError, match="'default_steps' must map sampler names"):
-        PVDMPipeline.from_pretrained(folder)
+    return folder

@@ -33,6 +33,19 @@ class _MeanColour(torch.nn.Module):
         return torch.cat([colour, motion], dim=1)
 
 
+def _tiny_pipe_and_detector(tmp_path: Path) -> Path:
+    """A random debug pipeline in tmp_path/pipe; the stand-in detector's file."""
+    from pvdm.diffusion.pipeline import PVDMPipeline
+    from pvdm.models import TriplaneAutoencoder, TriplaneUNet, autoencoder_preset, unet_preset
+
+    torch.manual_seed(0)
+    ae = TriplaneAutoencoder(autoencoder_preset("debug"))
+    PVDMPipeline(TriplaneUNet(unet_preset("debug")), ae).save_pretrained(tmp_path / "pipe")
+    detector = tmp_path / "stand_in.pt"
+    torch.jit.save(torch.jit.script(_MeanColour()), detector)
+    return detector
+
+
 @pytest.mark.skipif(not hasattr(pvdm.models, "autoencoder_preset"), reason="no model presets")
 @pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
 def test_quality_ladder_smoke_run(tmp_path) -> None:
@@ -90,14 +103,7 @@ def test_quality_ladder_smoke_run(tmp_path) -> None:
 @pytest.mark.skipif(not hasattr(pvdm.models, "autoencoder_preset"), reason="no model presets")
 @pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
 def test_quality_subset_of_rungs_reuses_cached_reference_features(tmp_path) -> None:
-    from pvdm.diffusion.pipeline import PVDMPipeline
-    from pvdm.models import TriplaneAutoencoder, TriplaneUNet, autoencoder_preset, unet_preset
-
-    torch.manual_seed(0)
-    ae = TriplaneAutoencoder(autoencoder_preset("debug"))
-    PVDMPipeline(TriplaneUNet(unet_preset("debug")), ae).save_pretrained(tmp_path / "pipe")
-    detector = tmp_path / "stand_in.pt"
-    torch.jit.save(torch.jit.script(_MeanColour()), detector)
+    detector = _tiny_pipe_and_detector(tmp_path)
     cache = tmp_path / "reference.pt"
     reports = []
     for num in (6, 6, 4):
@@ -131,14 +137,7 @@ def test_quality_subset_of_rungs_reuses_cached_reference_features(tmp_path) -> N
 @pytest.mark.skipif(not hasattr(pvdm.models, "autoencoder_preset"), reason="no model presets")
 @pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
 def test_clips_per_video_scores_a_small_split_on_more_clips(tmp_path) -> None:
-    from pvdm.diffusion.pipeline import PVDMPipeline
-    from pvdm.models import TriplaneAutoencoder, TriplaneUNet, autoencoder_preset, unet_preset
-
-    torch.manual_seed(0)
-    ae = TriplaneAutoencoder(autoencoder_preset("debug"))
-    PVDMPipeline(TriplaneUNet(unet_preset("debug")), ae).save_pretrained(tmp_path / "pipe")
-    detector = tmp_path / "stand_in.pt"
-    torch.jit.save(torch.jit.script(_MeanColour()), detector)
+    detector = _tiny_pipe_and_detector(tmp_path)
     reports = []
     for per_video in (1, 3):
         out = tmp_path / f"quality-{per_video}.json"

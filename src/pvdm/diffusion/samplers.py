@@ -138,52 +138,40 @@ def _report(callback: Callback | None, step: int, total: int, t: int, x: Latent,
         callback({"step": step, "total": total, "t": t, "x": x, "x0": x0})
 
 
-@torch.no_grad()
-def ddim_sample(
-    denoiser: Denoiser,
-    noise: Latent,
-    schedule: NoiseSchedule,
-    steps: int | None = None,
-    *,
-    eta: float = DEFAULT_ETA,
-    generator: Generator = None,
-    clip_x0: bool | float = True,
-    callback: Callback | None = None,
-) -> Latent:
-    """The official strided DDIM sampler; `eta=1` is ancestral sampling on the sub-grid."""
-    return _ddim(denoiser, noise, schedule, steps, eta, generator, clip_x0, callback, "official")
+def _ddim_on(spacing: Spacing, doc: str, name: str) -> Callable[..., Latent]:
+    """DDIM on one grid (`ddim_times`) as a sampler with the shared signature."""
+
+    @torch.no_grad()
+    def sample(
+        denoiser: Denoiser,
+        noise: Latent,
+        schedule: NoiseSchedule,
+        steps: int | None = None,
+        *,
+        eta: float = DEFAULT_ETA,
+        generator: Generator = None,
+        clip_x0: bool | float = True,
+        callback: Callback | None = None,
+    ) -> Latent:
+        return _ddim(denoiser, noise, schedule, steps, eta, generator, clip_x0, callback, spacing)
+
+    sample.__doc__, sample.__name__, sample.__qualname__ = doc, name, name
+    return sample
 
 
-@torch.no_grad()
-def ddim_quadratic_sample(
-    denoiser: Denoiser,
-    noise: Latent,
-    schedule: NoiseSchedule,
-    steps: int | None = None,
-    *,
-    eta: float = DEFAULT_ETA,
-    generator: Generator = None,
-    clip_x0: bool | float = True,
-    callback: Callback | None = None,
-) -> Latent:
-    """DDIM on the DDIM paper's quadratic grid (`ddim_times(..., "quadratic")`)."""
-    return _ddim(denoiser, noise, schedule, steps, eta, generator, clip_x0, callback, "quadratic")
-
-
-@torch.no_grad()
-def ddim_logsnr_sample(
-    denoiser: Denoiser,
-    noise: Latent,
-    schedule: NoiseSchedule,
-    steps: int | None = None,
-    *,
-    eta: float = DEFAULT_ETA,
-    generator: Generator = None,
-    clip_x0: bool | float = True,
-    callback: Callback | None = None,
-) -> Latent:
-    """DDIM on a grid uniform in log-SNR (`ddim_times(..., "logsnr")`)."""
-    return _ddim(denoiser, noise, schedule, steps, eta, generator, clip_x0, callback, "logsnr")
+ddim_sample = _ddim_on(
+    "official",
+    "The official strided DDIM sampler; `eta=1` is ancestral sampling on the sub-grid.",
+    "ddim_sample",
+)
+ddim_quadratic_sample = _ddim_on(
+    "quadratic",
+    "DDIM on the DDIM paper's quadratic grid (`ddim_times(..., 'quadratic')`).",
+    "ddim_quadratic_sample",
+)
+ddim_logsnr_sample = _ddim_on(
+    "logsnr", "DDIM on a grid uniform in log-SNR (`ddim_times`).", "ddim_logsnr_sample"
+)
 
 
 def _ddim(denoiser, noise, schedule, steps, eta, generator, clip_x0, callback, spacing):
