@@ -8,7 +8,8 @@ consistency distillation) can give; DMD matches the distribution instead.
 - The student is a copy of the teacher's UNet, sampled by the teacher's own stochastic DDIM
   (eta 1) on a grid of `distill.student_steps` points (1: one network evaluation from pure
   noise). Its pipeline.json records that step count, so `pvdm sample`, `continue`, `serve`,
-  `eval`, long videos and `PVDMPipeline` use it by default; any other sampler still runs.
+  long videos and `PVDMPipeline` use it by default (`pvdm eval` keeps each protocol's pinned
+  sampling unless given `--steps`); any other sampler still runs.
 - Each step: draw a grid point k, run the student (no gradient) from noise down to it (DMD2's
   backward simulation), predict x0 with gradient, noise it again at a random t and move x0
   along `x0_fake(x_t) - x0_real(x_t)`: the teacher is the real score, a second copy of the
@@ -186,6 +187,7 @@ def distill(cfg: DistillRunConfig, outdir: str | Path, restart: bool = False) ->
     start_step = step
     source = CachedBatches(cache, tc.batch_size, tc.seed, 0, 1)
     times = ddim_times(schedule.num_timesteps, ds.student_steps)
+    scale = teacher_pipe.latent_scale  # the UNet's latents are the autoencoder's times this
     num_t = schedule.num_timesteps
     t_range = (int(ds.t_min * (num_t - 1)), max(int(ds.t_max * (num_t - 1)), 1))
 
@@ -223,16 +225,15 @@ def distill(cfg: DistillRunConfig, outdir: str | Path, restart: bool = False) ->
                 opt_student,
                 scheduled_lr(tc.lr, tc.warmup_steps, step, tc.max_steps, tc.lr_decay_frac),
             )
-            scale_c = teacher_pipe.latent_scale
             cond = bool(torch.rand(()) < dc.cond_prob)
             z, c, labels = source.get(step, cond, device)
-            if dc.latent_scale != 1.0:
-                c = c * dc.latent_scale if c is not None else None
+            if scale != 1.0 and c is not None:
+                c = c * scale
             labels = _drop_labels(labels, getattr(teacher.config, "num_classes", None), 0.0)
             kwargs = {"cond": c, "labels": labels}
 
             # the student's sample at a random point of its grid (no gradient before it)
-            x0 = student_sample(student, schedule, times, z.randn_like(), kwargs, scale_c)
+            x0 = student_sample(student, schedule, times, z.randn_like(), kwargs, scale)
             # distribution matching: teacher (real) and fake scores of the re-noised sample
             t = torch.randint(*t_range, (len(z),), device=device)
             noise = x0.randn_like()
@@ -240,8 +241,8 @@ def distill(cfg: DistillRunConfig, outdir: str | Path, restart: bool = False) ->
             with torch.no_grad():
                 x0_real = schedule.predict_x0(xt, t, teacher(xt, t, **kwargs).float())
                 x0_fake = schedule.predict_x0(xt, t, fake(xt, t, **kwargs).float())
-                scale = _per_sample(lambda d: d.abs().mean(1), x0.detach() - x0_real)
-                target = x0.detach() - (x0_fake - x0_real) / scale.clamp(min=1e-5)
+                spread = _per_sample(lambda d: d.abs().mean(1), x0.detach() - x0_real)
+                target = x0.detach() - (x0_fake - x0_real) / spread.clamp(min=1e-5)
             loss = 0.5 * _per_sample(lambda d: d.square().mean(1), x0 - target).mean()
             opt_student.zero_grad(set_to_none=True)
             loss.backward()
