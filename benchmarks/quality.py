@@ -6,7 +6,7 @@ seeded offset) and with fixed seeds:
 - real vs disjoint real (test-split clips): the floor any model is read against (a split with
   fewer videos than `--num` gives fewer held-out clips: each rung records its count);
 - autoencoder reconstructions of those held-out clips (rFVD, with PSNR/SSIM);
-- generated clips per sampler (default: the default sampling DDIM-8 eta 1, then DDIM-100 eta 1,
+- generated clips per sampler (default: the default sampling, DDIM-8 eta 1 on the quadratic grid, then DDIM-100 eta 1,
   DPM-Solver++ 20 and DDPM over every step);
 - continuations: the 16 frames after one given held-out clip (FVD, and PSNR/SSIM against the
   real future);
@@ -52,7 +52,7 @@ from pvdm.errors import ConfigError, PvdmError
 
 ROOT = Path(__file__).resolve().parents[1]
 # sampler:steps:eta (ddpm: 0 = every step); the first is the default sampling
-DEFAULT_SAMPLERS = "ddim:8:1,ddim:100:1,dpm:20:0,ddpm:0:1"
+DEFAULT_SAMPLERS = "ddim-quad:8:1,ddim:100:1,dpm:20:0,ddpm:0:1"
 SAMPLER_GRID = "ddim:20,50,100,200:0;ddim:20,50,100,200:1;dpm:10,15,20,25,50:0"
 HELD_OUT = "the ladder's held-out rungs"
 RUNGS = ("floor", "autoencoder", "generated", "continuation", "baselines", "drift")

@@ -79,7 +79,7 @@ def test_demo_interrupt_resume_and_report_in_a_browser(tmp_path) -> None:
     metrics = state["metrics"]
     assert 5.0 < metrics["recon_psnr_db"] < 60.0 and 0.0 < metrics["recon_ssim"] <= 1.0
     assert metrics["long_video_frames"] >= 8 * 8  # at least 8 clips
-    assert metrics["sampler"] == {"sampler": "ddim", "steps": 8, "eta": 1.0}  # the default
+    assert metrics["sampler"] == {"sampler": "ddim-quad", "steps": 8, "eta": 1.0}  # the default
     html = report.read_text()
     for name in ("reconstruction.gif", "samples.gif", "long.mp4", "continuation.gif"):
         assert f"report_files/{name}" in html and (out / "report_files" / name).stat().st_size > 0

@@ -183,6 +183,22 @@ def test_bad_default_steps_in_pipeline_json_are_one_error(tmp_path, default_step
         PVDMPipeline.from_pretrained(folder)
 
 
+@pytest.mark.parametrize("default_sampler", ['"heun"', "3", '["ddim"]'])
+def test_a_bad_default_sampler_in_pipeline_json_is_one_error(tmp_path, default_sampler) -> None:
+    from pvdm.errors import PvdmError
+
+    folder = _pipeline_json_with(tmp_path, "default_sampler", default_sampler)
+    with pytest.raises(PvdmError, match="'default_sampler' must be one of"):
+        PVDMPipeline.from_pretrained(folder)
+
+
+def test_a_pipeline_default_sampler_fills_only_an_unset_sampler(tmp_path) -> None:
+    pipe = PVDMPipeline.from_pretrained(_pipeline_json_with(tmp_path, "default_sampler", '"dpm"'))
+    assert pipe.default_sampler == "dpm"
+    assert (pipe.resolve().sampler, pipe.resolve().steps) == ("dpm", 20)
+    assert pipe.resolve(sampler="ddim").sampler == "ddim"
+
+
 def _pipeline_json_with(tmp_path, key: str, raw_json: str):
     """A saved random debug pipeline whose pipeline.json has `key` set to the text `raw_json`."""
     import json

@@ -8,13 +8,14 @@ import math
 
 import pytest
 
-from pvdm.diffusion import SAMPLERS, NoiseSchedule, SamplingConfig
+from pvdm.diffusion import DEFAULT_SAMPLER, SAMPLERS, NoiseSchedule, SamplingConfig
 from pvdm.errors import ConfigError
 
 
 def test_defaults_fill_in_from_the_sampler_and_the_model() -> None:
     request = SamplingConfig(num=3, seed=7).validate(num_timesteps=1000, clip_frames=8)
-    assert request.steps == SAMPLERS[request.sampler].default_steps
+    assert request.sampler == DEFAULT_SAMPLER == "ddim-quad"
+    assert request.steps == SAMPLERS[request.sampler].default_steps == 8
     assert request.frames == 8 and request.seed_list == [7, 8, 9] and request.num == 3
     # a resolved request can still change its count and seed
     assert request.replace(num=2, seed=1).seed_list == [1, 2]

@@ -119,6 +119,31 @@ def test_pixel_head_is_the_official_transposed_convolution() -> None:
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
 
 
+def test_decoder_depth_and_pixel_refiner_are_options_off_by_default() -> None:
+    """Not official: a deeper decoder and a convolutional refiner on the decoded pixels (the
+    debug recipe's capacity measurements). Off, the model keeps the official key set; the
+    refiner starts as the identity on the pixel head's logits."""
+    from dataclasses import replace
+
+    cfg = autoencoder_preset("debug")
+    plain = _model(cfg)
+    assert not any(k.startswith("refine") for k in plain.state_dict())
+    assert len(plain.decoder.blocks) == cfg.depth
+    deeper = _model(replace(cfg, decoder_depth=3, refine_channels=4))
+    assert len(deeper.decoder.blocks) == 3 and len(deeper.encoder.blocks) == cfg.depth
+    assert deeper.pixel_head.weight.shape[1] == 3 + 4
+    torch.manual_seed(0)
+    video = torch.rand(2, 3, 8, 32, 32) * 2 - 1
+    with torch.no_grad():
+        out = deeper(video)
+        deeper.refine = None  # the plain head's first three channels
+        deeper.pixel_head.weight.data = deeper.pixel_head.weight.data[:, :3].contiguous()
+        deeper.pixel_head.bias.data = deeper.pixel_head.bias.data[:3].contiguous()
+        torch.testing.assert_close(out, deeper(video))
+    with pytest.raises(ConfigError, match="refine_channels must be a positive integer"):
+        replace(cfg, refine_channels=0).validate()
+
+
 def _official_rotate(x: torch.Tensor, sin: torch.Tensor, cos: torch.Tensor) -> torch.Tensor:
     """The official formula: x * cos + rotate_every_two(x) * sin."""
     pairs = x.unflatten(-1, (-1, 2))

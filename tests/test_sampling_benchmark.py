@@ -82,19 +82,42 @@ def test_sampling_frontier_smoke_run(tmp_path) -> None:
     )
 
 
-def test_the_default_sampling_sits_on_the_measured_frontier() -> None:
-    """The default request is the one the demo model's frontier chose: at most 8 network
-    evaluations per clip, with an FVD inside the seed spread of DDIM-100 (or below it)."""
-    from pvdm.diffusion import SAMPLERS, SamplingConfig
+@pytest.mark.parametrize(
+    ("report", "slack"),
+    [
+        # the demo model's grids and DDIM-100 on two seed sets (128 clips a point)
+        ("sampling_distill_teacher_demo.json", 1.0),
+        # the sky walkthrough model (32 clips a point, three seed sets): plain DDIM-8, the
+        # default before, sits 4% above DDIM-100's mean there too
+        ("sampling_grids_sky_mini.json", 1.05),
+    ],
+)
+def test_the_default_sampling_sits_on_the_measured_frontier(report, slack) -> None:
+    """The default request is the one the measured frontiers chose: at most 8 network
+    evaluations per clip, its mean FVD over seed sets inside the seed spread of DDIM-100 on the
+    demo model (within 5% of DDIM-100's mean on the noisier sky model), and no worse than plain
+    DDIM at the same step count on either (1% tolerance: level on the sky model)."""
+    from pvdm.diffusion import DEFAULT_SAMPLER, SAMPLERS, SamplingConfig
 
-    report = json.loads((RESULTS / "sampling_demo.json").read_text())
-    default = SamplingConfig()
-    steps = SAMPLERS[default.sampler].resolve_steps(default.sampler, None, 1000)
+    data = json.loads((RESULTS / report).read_text())
+    default = SamplingConfig(sampler=DEFAULT_SAMPLER)
+    steps = SAMPLERS[DEFAULT_SAMPLER].resolve_steps(DEFAULT_SAMPLER, None, 1000)
     label = default.replace(steps=steps).label()
-    (point,) = [p for p in report["points"] if p["label"] == label]
-    assert point["nfe_per_clip"] <= 8 and point["num"] >= 128
-    assert point["fvd"] <= report["reference_point"]["spread"][1]
-    assert report["reference_point"]["label"] == "DDIM-100 eta 1"
+    plain = SamplingConfig(sampler="ddim", steps=steps).label()
+
+    def mean_fvd(name: str) -> float:
+        points = [p for p in data["points"] if p["label"] == name]
+        assert points and all(p["nfe_per_clip"] <= 8 and p["num"] >= 32 for p in points)
+        return sum(p["fvd"] for p in points) / len(points)
+
+    ref = data["reference_point"]
+    assert ref["label"] == "DDIM-100 eta 1" and len(ref["fvd"]) >= 2
+    fvd = mean_fvd(label)
+    if slack == 1.0:
+        assert fvd <= ref["spread"][1]
+    else:
+        assert fvd <= slack * ref["mean"]
+    assert fvd <= 1.01 * mean_fvd(plain)  # sky: 387.7 against 387.5
 
 
 def test_a_bad_grid_is_one_line(tmp_path) -> None:

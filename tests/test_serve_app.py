@@ -17,7 +17,7 @@ from serve_helpers import Server, tiny_run, video_file
 from train_helpers import run_pvdm
 
 from pvdm.data import read_video
-from pvdm.diffusion import SamplingConfig
+from pvdm.diffusion import DEFAULT_SAMPLER, SamplingConfig
 
 pytest.importorskip("gradio", reason='the app extra is not installed (pip install -e ".[app]")')
 gradio_client = pytest.importorskip("gradio_client")
@@ -68,9 +68,9 @@ def test_sample_with_every_input_at_its_default(client, model) -> None:
     gallery, files, info = client.predict(api_name="/sample")
     assert len(gallery) == len(files) == 1 and gallery[0]["caption"] == "seed 0"
     assert files[0].endswith(".mp4") and _frames(files[0]) == CLIP
-    default = SamplingConfig()
-    steps = PVDMPipeline.from_pretrained(model).resolve(default).steps
-    assert info["sampler"] == default.sampler and info["steps"] == steps and info["seeds"] == [0]
+    default = PVDMPipeline.from_pretrained(model).resolve(SamplingConfig())
+    assert info["sampler"] == default.sampler == DEFAULT_SAMPLER
+    assert info["steps"] == default.steps and info["seeds"] == [0]
 
 
 def test_sample_a_long_class_conditional_batch(client) -> None:

@@ -14,6 +14,7 @@ import pvdm.train.diffusion as dm_train
 from pvdm.config import apply_overrides
 from pvdm.diffusion.pipeline import PVDMPipeline
 from pvdm.diffusion.samplers import ddim_sample, ddim_times
+from pvdm.diffusion.sampling import DEFAULT_SAMPLER
 from pvdm.diffusion.schedule import NoiseSchedule
 from pvdm.errors import ConfigError
 from pvdm.presets import AUTOENCODER_RUNS, DIFFUSION_RUNS, DISTILL_RUNS
@@ -66,11 +67,13 @@ def test_a_student_like_its_teacher_gets_no_push_and_its_folder_samples(teacher,
     assert rows[0]["loss"] == 0.0 and rows[0]["fake_loss"] > 0
     assert (run / "snapshots" / "step-00000002" / "model.safetensors").is_file()
     pipe = PVDMPipeline.from_pretrained(run)
-    assert pipe.default_steps == {"ddim": 2}
-    assert pipe.resolve().steps == 2  # the student's own step count by default
+    assert pipe.default_steps == {"ddim": 2} and pipe.default_sampler == "ddim"
+    # the student's own sampler and step count by default (not the global default's grid)
+    assert pipe.resolve().sampler == "ddim" and pipe.resolve().steps == 2
     assert pipe.resolve(steps=5).steps == 5 and pipe.resolve(sampler="dpm").steps == 20
     teacher_pipe = PVDMPipeline.from_pretrained(dm)
     assert teacher_pipe.default_steps == {} and teacher_pipe.resolve().steps == 8
+    assert teacher_pipe.resolve().sampler == DEFAULT_SAMPLER
     videos = pipe(num=2, frames=6, seed=0, progress=False)  # two clips: the conditional mode too
     assert videos.shape == (2, 3, 6, 16, 16) and videos.dtype == torch.uint8
     out = tmp_path / "samples"
@@ -78,7 +81,8 @@ def test_a_student_like_its_teacher_gets_no_push_and_its_folder_samples(teacher,
     assert json.loads((out / "settings.json").read_text())["steps"] == 2
     saved = tmp_path / "saved"  # save_pretrained keeps the step count
     pipe.save_pretrained(saved)
-    assert PVDMPipeline.from_pretrained(saved).resolve().steps == 2
+    again = PVDMPipeline.from_pretrained(saved).resolve()
+    assert (again.sampler, again.steps) == ("ddim", 2)
 
 
 def test_distillation_resumes_exactly(teacher, tmp_path) -> None:

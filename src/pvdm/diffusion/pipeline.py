@@ -25,8 +25,8 @@ from tqdm import tqdm
 
 from pvdm.atomic import atomic_write_text
 from pvdm.data import from_model_range, to_model_range
-from pvdm.diffusion.samplers import Callback, evaluations, make_denoiser
-from pvdm.diffusion.sampling import SamplingConfig
+from pvdm.diffusion.samplers import SAMPLERS, Callback, evaluations, make_denoiser
+from pvdm.diffusion.sampling import DEFAULT_SAMPLER, SamplingConfig
 from pvdm.diffusion.schedule import NoiseSchedule
 from pvdm.errors import PvdmError
 from pvdm.models import TriplaneLatent, load_model, randn_latent
@@ -49,12 +49,18 @@ class PVDMPipeline:
         classes: Sequence[str] | None = None,
         latent_scale: float = 1.0,
         default_steps: dict[str, int] | None = None,
+        default_sampler: str | None = None,
     ):
         if not 0 < latent_scale < 1e3:
             raise PvdmError(f"latent_scale must be positive, got {latent_scale}")
-        # this model's own step count for a sampler, used when a request leaves steps unset
-        # (a distilled student records the grid it was trained for: `pvdm distill`)
+        if default_sampler is not None and default_sampler not in SAMPLERS:
+            raise PvdmError(
+                f"unknown default sampler {default_sampler!r}; use one of {', '.join(SAMPLERS)}"
+            )
+        # this model's own sampler and step count, used when a request leaves them unset (a
+        # distilled student records the grid it was trained for: `pvdm distill`)
         self.default_steps = dict(default_steps or {})
+        self.default_sampler = default_sampler or DEFAULT_SAMPLER
         self.unet = unet.eval()
         self.autoencoder = autoencoder.eval()
         self.schedule = schedule or NoiseSchedule()
@@ -117,9 +123,18 @@ class PVDMPipeline:
                 f"{path / PIPELINE_FILE}: 'default_steps' must map sampler names to step counts, "
                 f"got {default_steps!r}"
             )
-        return cls(unet, ae, schedule, classes, latent_scale=scale, default_steps=default_steps).to(
-            device
-        )
+        default_sampler = spec.get("default_sampler")
+        if default_sampler is not None and (
+            not isinstance(default_sampler, str) or default_sampler not in SAMPLERS
+        ):
+            raise PvdmError(
+                f"{path / PIPELINE_FILE}: 'default_sampler' must be one of {', '.join(SAMPLERS)}, "
+                f"got {default_sampler!r}"
+            )
+        return cls(
+            unet, ae, schedule, classes, latent_scale=scale, default_steps=default_steps,
+            default_sampler=default_sampler,
+        ).to(device)  # fmt: skip
 
     def save_pretrained(self, path: str | Path) -> Path:
         """Write `autoencoder/`, `unet/` and `pipeline.json` into `path`."""
@@ -140,6 +155,11 @@ class PVDMPipeline:
             schedule=schedule,
             latent_scale=self.latent_scale,
             **({"default_steps": self.default_steps} if self.default_steps else {}),
+            **(
+                {"default_sampler": self.default_sampler}
+                if self.default_sampler != DEFAULT_SAMPLER
+                else {}
+            ),
         )
         return path
 
@@ -179,9 +199,11 @@ class PVDMPipeline:
 
     def resolve(self, request: SamplingConfig | None = None, **fields: Any) -> SamplingConfig:
         """`request` (default: the defaults) with `fields` changed, checked against this model:
-        steps (the model's own `default_steps` for its sampler first), frames and seeds filled
-        in, classes looked up. Its `record()` says what a run of it did."""
+        sampler and steps (the model's own `default_sampler` and `default_steps` first), frames
+        and seeds filled in, classes looked up. Its `record()` says what a run of it did."""
         request = (request or SamplingConfig()).replace(**fields)
+        if request.sampler is None:
+            request = request.replace(sampler=self.default_sampler)
         if request.steps is None and request.sampler in self.default_steps:
             request = request.replace(steps=self.default_steps[request.sampler])
         request = request.validate(self.schedule.num_timesteps, self.clip_frames)

@@ -21,10 +21,11 @@ denoiser): the samplers only use its arithmetic, and the result has the same for
 - `dpm_solver_sde_sample`: its stochastic form, DPM-Solver++(2M) SDE (diffusers'
   `sde-dpmsolver++`), `eta` scaling the noise.
 
-The default is DDIM with eta 1 at 8 steps, the best measured setting at 8 network evaluations
-or fewer (docs/results.md, "The sampler frontier"): as good as DDIM-100 on the demo model, 8%
-behind it on the sky walkthrough model (16 steps match it there); the deterministic solvers stay
-far behind the stochastic ones on both.
+The default is DDIM with eta 1 at 8 steps on the quadratic grid (`ddim-quad`), the best measured
+setting at 8 network evaluations or fewer (docs/results.md, "The sampler frontier"): below
+DDIM-100's seed-to-seed spread on the demo model (mean of three seed sets 333 against 352, plain
+DDIM-8 349), level with plain DDIM-8 on the sky walkthrough model (388 both, DDIM-100 373); the
+deterministic solvers stay far behind the stochastic ones on both.
 
 `SAMPLERS` registers each one with its default step count (`SamplerSpec`); the request type
 `pvdm.diffusion.SamplingConfig` takes its defaults from there. `generator` is one

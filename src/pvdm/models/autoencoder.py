@@ -24,6 +24,7 @@ from collections.abc import Callable
 import torch
 from einops import rearrange
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from pvdm.errors import ConfigError
 from pvdm.models.attention import ATTENTION_BACKENDS, AttentionBackend
@@ -43,6 +44,9 @@ class AutoencoderConfig:
     patch_size: int = 8
     width: int = 384  # official `channels`
     depth: int = 8  # blocks in the encoder and in the decoder
+    decoder_depth: int | None = None  # blocks in the decoder when not `depth` (not official)
+    # feature maps of a small convolutional refiner on the decoded pixels (not official: None)
+    refine_channels: int | None = None
     heads: int = 8
     head_dim: int = 64
     ff_mult: int = 4  # GEGLU hidden size = ff_mult * width
@@ -136,6 +140,27 @@ class PixelHead(nn.Module):
         return y + self.bias.to(y.dtype).view(1, -1, 1, 1, 1)
 
 
+class PixelRefiner(nn.Module):
+    """A residual on the pixel head's RGB logits from three 3 x 3 convolutions per frame over the
+    logits and `channels` more feature maps of the pixel head (not in the official model): it can
+    draw edges across patch borders, which a per-patch linear head cannot."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv_in = nn.Conv2d(3 + channels, channels, 3, padding=1)
+        self.conv_mid = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv_out = nn.Conv2d(channels, 3, 3, padding=1)
+        nn.init.zeros_(self.conv_out.weight)  # starts as the identity on the logits
+        nn.init.zeros_(self.conv_out.bias)
+
+    def forward(self, y: Tensor) -> Tensor:
+        # y: [B, 3 + C, T, H, W] -> RGB logits [B, 3, T, H, W]
+        t = y.shape[2]
+        h = rearrange(y, "b c t h w -> (b t) c h w")
+        h = F.gelu(self.conv_mid(F.gelu(self.conv_in(h))))
+        return y[:, :3] + rearrange(self.conv_out(h), "(b t) c h w -> b c t h w", t=t)
+
+
 class TriplaneAutoencoder(PretrainedMixin, nn.Module):
     """Video <-> triplane latent. `encode`, `decode`, `forward` (reconstruction)."""
 
@@ -149,10 +174,10 @@ class TriplaneAutoencoder(PretrainedMixin, nn.Module):
         side = c.latent_side
         ckpt = c.gradient_checkpointing
 
-        def timesformer() -> TimeSformer:
+        def timesformer(depth: int) -> TimeSformer:
             return TimeSformer(
                 width=c.width,
-                depth=c.depth,
+                depth=depth,
                 heads=c.heads,
                 head_dim=c.head_dim,
                 ff_mult=c.ff_mult,
@@ -175,15 +200,17 @@ class TriplaneAutoencoder(PretrainedMixin, nn.Module):
             )
 
         self.patch_embed = nn.Linear(3 * c.patch_size**2, c.width)
-        self.encoder = timesformer()
+        self.encoder = timesformer(c.depth)
         # hw pools over t, tw over h, th over w: sequence lengths T, H', W'
         self.pool = nn.ModuleDict(
             {"hw": pooling(c.frames), "tw": pooling(side), "th": pooling(side)}
         )
         self.to_latent = nn.ModuleDict({k: nn.Linear(c.width, c.latent_channels) for k in PLANES})
         self.from_latent = nn.ModuleDict({k: nn.Linear(c.latent_channels, c.width) for k in PLANES})
-        self.decoder = timesformer()
-        self.pixel_head = PixelHead(c.width, c.patch_size)
+        self.decoder = timesformer(c.depth if c.decoder_depth is None else c.decoder_depth)
+        extra = c.refine_channels or 0
+        self.pixel_head = PixelHead(c.width, c.patch_size, 3 + extra)
+        self.refine = PixelRefiner(extra) if extra else None
 
     def latent_shape(self) -> LatentShape:
         """Per-sample latent size: (channels, frames T', height H', width W')."""
@@ -231,7 +258,10 @@ class TriplaneAutoencoder(PretrainedMixin, nn.Module):
         side = self.config.latent_side
         x = self.decoder(rearrange(cube, "b t h w c -> b t (h w) c"), side, side)
         x = rearrange(x, "b t (h w) c -> b t h w c", h=side)
-        return 2 * torch.sigmoid(self.pixel_head(x)) - 1
+        logits = self.pixel_head(x)
+        if self.refine is not None:
+            logits = self.refine(logits)
+        return 2 * torch.sigmoid(logits) - 1
 
     def forward(self, video: Tensor) -> Tensor:
         """Reconstruction: decode(encode(video)), [B, 3, T, H, W] in [-1, 1]."""

@@ -63,7 +63,8 @@ def build_app(studio: Studio, model_dir: str | Path) -> Any:
 
     classes = studio.classes
     clip = studio.clip_frames
-    default_steps = studio.default_steps(DEFAULTS.sampler)
+    default_sampler = studio.pipe.default_sampler
+    default_steps = studio.default_steps(default_sampler)
     sampler_choices = [(f"{spec.title} ({name})", name) for name, spec in SAMPLERS.items()]
     lim = studio.limits
     card = model_card(studio.pipe, model_dir)
@@ -95,7 +96,7 @@ def build_app(studio: Studio, model_dir: str | Path) -> Any:
     def run_sample(
         num: float = 1,
         frames: float = clip,
-        sampler: str = DEFAULTS.sampler,
+        sampler: str = default_sampler,
         steps: float = default_steps,
         eta: float = DEFAULTS.eta,
         seed: float = 0,
@@ -124,7 +125,7 @@ def build_app(studio: Studio, model_dir: str | Path) -> Any:
     def run_continue(
         video: str | None,
         frames: float = 2 * clip,
-        sampler: str = DEFAULTS.sampler,
+        sampler: str = default_sampler,
         steps: float = default_steps,
         eta: float = DEFAULTS.eta,
         seed: float = 0,
@@ -157,13 +158,14 @@ def build_app(studio: Studio, model_dir: str | Path) -> Any:
 
     def sampling_controls():
         with gr.Row():
-            sampler = gr.Dropdown(sampler_choices, value=DEFAULTS.sampler, label="sampler")
+            sampler = gr.Dropdown(sampler_choices, value=default_sampler, label="sampler")
             steps = gr.Slider(
                 1, studio.pipe.schedule.num_timesteps, value=default_steps, step=1, label="steps",
                 info="DDPM always takes every step of the schedule",
             )  # fmt: skip
             eta = gr.Slider(
-                0.0, 1.0, value=DEFAULTS.eta, step=0.05, label="eta", visible=DEFAULTS.spec.uses_eta,
+                0.0, 1.0, value=DEFAULTS.eta, step=0.05, label="eta",
+                visible=SAMPLERS[default_sampler].uses_eta,
                 info="noise of the stochastic samplers; DDIM: 1 ancestral (official), 0 deterministic",
             )  # fmt: skip
         with gr.Row():

@@ -7,7 +7,7 @@ consistency distillation) can give; DMD matches the distribution instead.
 
 - The student is a copy of the teacher's UNet, sampled by the teacher's own stochastic DDIM
   (eta 1) on a grid of `distill.student_steps` points (1: one network evaluation from pure
-  noise). Its pipeline.json records that step count, so `pvdm sample`, `continue`, `serve`,
+  noise). Its pipeline.json records that sampler and step count, so `pvdm sample`, `continue`, `serve`,
   long videos and `PVDMPipeline` use it by default (`pvdm eval` keeps each protocol's pinned
   sampling unless given `--steps`); any other sampler still runs.
 - Each step: draw a grid point k, run the student (no gradient) from noise down to it (DMD2's
@@ -164,6 +164,7 @@ def distill(cfg: DistillRunConfig, outdir: str | Path, restart: bool = False) ->
             "linear_end": schedule.linear_end,
         },
         latent_scale=teacher_pipe.latent_scale,
+        default_sampler="ddim",
         default_steps={"ddim": ds.student_steps},
         teacher=str(cfg.teacher),
     )
