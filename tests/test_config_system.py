@@ -105,3 +105,21 @@ def test_missing_and_malformed_files(tmp_path) -> None:
         load_config(Outer, tmp_path / "bad.yaml")
     with pytest.raises(ConfigError, match="must end in"):
         load_config(Outer, tmp_path / "cfg.txt")
+
+
+@dataclass
+class Guard:
+    on_divergence: Literal["stop", "rollback", "off"] = "stop"
+
+
+def test_a_choice_named_off_survives_yaml_and_overrides(tmp_path) -> None:
+    """YAML 1.1 reads an unquoted `off` as false: a choice spelled so still comes back as the
+    string, from a file and from `--set`; a bool that names no choice is still an error."""
+    (tmp_path / "c.yaml").write_text("on_divergence: off\n")
+    assert load_config(Guard, tmp_path / "c.yaml").on_divergence == "off"
+    assert apply_overrides(Guard(), ["on_divergence=off"]).on_divergence == "off"
+    assert apply_overrides(Guard(), ["on_divergence=rollback"]).on_divergence == "rollback"
+    with pytest.raises(ConfigError, match="on_divergence"):
+        config_from_dict(Guard, {"on_divergence": True})
+    with pytest.raises(ConfigError, match="on_divergence"):
+        apply_overrides(Guard(), ["on_divergence=maybe"])

@@ -172,3 +172,33 @@ def test_gradient_l1_weighs_the_differences_of_neighbouring_pixels() -> None:
     assert total.item() == pytest.approx(logs["l1"] + logs["gradient_l1"])
     with pytest.raises(ConfigError, match="gradient_weight"):
         AutoencoderLossConfig(gradient_weight=-1.0).validate()
+
+
+def test_i3d_feature_term_compares_early_i3d_features() -> None:
+    """The not-official I3D term: early features of the (here random) Kinetics-400 I3D on the
+    reconstruction against the input, LPIPS-normalised; zero for a perfect reconstruction."""
+    from pvdm.errors import ConfigError
+    from pvdm.metrics.i3d import InceptionI3d
+    from pvdm.train.ae_loss import AutoencoderLoss, AutoencoderLossConfig, I3DFeatures
+
+    torch.manual_seed(0)
+    i3d = InceptionI3d()
+    features = I3DFeatures(i3d, "Conv3d_2c_3x3")
+    assert features.names == ["Conv3d_1a_7x7", "MaxPool3d_2a_3x3", "Conv3d_2b_1x1", "Conv3d_2c_3x3"]
+    x = torch.rand(2, 3, 8, 32, 32) * 2 - 1
+    assert features(x).shape == (2, 192, 4, 8, 8)
+    cfg = AutoencoderLossConfig(perceptual_weight=0.0, i3d_weight=2.0)
+    loss = AutoencoderLoss(cfg, i3d=features)
+    _, logs = loss.generator_loss(x, x.clone(), gan=False)
+    assert logs["i3d"] == pytest.approx(0.0, abs=1e-6)
+    xrec = (x + 0.3 * torch.randn_like(x)).clamp(-1, 1).requires_grad_(True)
+    total, logs = loss.generator_loss(x, xrec, gan=False)
+    assert 0.0 < logs["i3d"] <= 2.0 * 4.0  # unit vectors: squared distance at most 4
+    assert total.item() == pytest.approx(logs["l1"] + logs["i3d"], rel=1e-5)
+    total.backward()
+    assert xrec.grad is not None and xrec.grad.abs().sum() > 0
+    assert not any(p.requires_grad for p in features.parameters())  # frozen
+    with pytest.raises(ConfigError, match="i3d_layer must be one of"):
+        I3DFeatures(i3d, "Conv3d_9z")
+    with pytest.raises(ConfigError, match="i3d_weight > 0 needs"):
+        AutoencoderLoss(cfg)

@@ -135,6 +135,11 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
     if origin is Literal:
         if any(value == a and type(value) is type(a) for a in get_args(tp)):
             return value
+        if isinstance(value, bool):  # YAML 1.1 reads an unquoted off / on / yes / no as a bool
+            words = ("true", "yes", "on") if value else ("false", "no", "off")
+            named = [a for a in get_args(tp) if isinstance(a, str) and a.lower() in words]
+            if len(named) == 1:
+                return named[0]
         raise wrong
     if tp is bool:
         if isinstance(value, bool):
@@ -289,7 +294,9 @@ def _parse_override(tp: Any, text: str, key: str) -> Any:
     if optional:
         rest = [a for a in get_args(tp) if a is not type(None)]
         base = rest[0] if len(rest) == 1 else tp
-    if base is str:
+    if base is str or (
+        get_origin(base) is Literal and all(isinstance(a, str) for a in get_args(base))
+    ):
         return text
     if base is bool:
         lowered = text.lower()

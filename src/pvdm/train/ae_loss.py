@@ -39,6 +39,13 @@ class AutoencoderLossConfig:
     # Not official: gradient_weight * L1 between the differences of neighbouring pixels (along
     # h, w and t) of the reconstruction and of the input, which weighs edges and stripes (0 = off).
     gradient_weight: float = 0.0
+    # Not official: i3d_weight * an LPIPS-like distance (features unit-normalised over channels,
+    # squared difference summed over channels, averaged over positions) between the early
+    # features (up to `i3d_layer`) of the FVD detector's Kinetics-400 I3D on the reconstruction
+    # and on the input, at the clips' own resolution (0 = off; `i3d_weights` names the file).
+    i3d_weight: float = 0.0
+    i3d_layer: str = "Conv3d_2c_3x3"
+    i3d_weights: str = "i3d_k400"
     disc_ndf: int = 64
     disc_layers: int = 3
     disc_lr: float = 1e-4
@@ -62,6 +69,7 @@ class AutoencoderLossConfig:
             "feature_weight",
             "latent_hinge",
             "gradient_weight",
+            "i3d_weight",
         ):
             if getattr(self, name) < 0:
                 raise ConfigError(f"loss.{name} must be >= 0, got {getattr(self, name)}")
@@ -103,12 +111,20 @@ def random_frames(x: torch.Tensor, xrec: torch.Tensor) -> tuple[torch.Tensor, to
 class AutoencoderLoss(nn.Module):
     """LPIPS (frozen) and the discriminators, with the generator loss."""
 
-    def __init__(self, cfg: AutoencoderLossConfig, lpips: nn.Module | None = None):
+    def __init__(
+        self,
+        cfg: AutoencoderLossConfig,
+        lpips: nn.Module | None = None,
+        i3d: nn.Module | None = None,
+    ):
         super().__init__()
         self.cfg = cfg
         if cfg.perceptual_weight > 0 and lpips is None:
             raise ConfigError("loss.perceptual_weight > 0 needs an LPIPS network")
+        if cfg.i3d_weight > 0 and i3d is None:
+            raise ConfigError("loss.i3d_weight > 0 needs the I3D features (I3DFeatures)")
         self.lpips = lpips.eval().requires_grad_(False) if lpips is not None else None
+        self.i3d = i3d.eval().requires_grad_(False) if i3d is not None else None
         self.discriminators = Discriminators(cfg)
 
     def gan_active(self, step: int) -> bool:
@@ -134,6 +150,12 @@ class AutoencoderLoss(nn.Module):
             p = cfg.perceptual_weight * self.lpips(xrec2d, x2d).mean()
             total = total + p
             logs["lpips"] = p.item()
+        if self.i3d is not None and cfg.i3d_weight > 0:
+            with torch.no_grad():
+                real = _unit(self.i3d(x))
+            q = cfg.i3d_weight * (_unit(self.i3d(xrec)) - real).pow(2).sum(1).mean()
+            total = total + q
+            logs["i3d"] = q.item()
         if gan:
             d2, d3 = self.discriminators.d2, self.discriminators.d3
             with _frozen(d2), _frozen(d3):
@@ -151,6 +173,42 @@ class AutoencoderLoss(nn.Module):
             logs.update(g_adv=g_adv.item(), feature_match=fm.item())
         logs["g_total"] = total.item()
         return total, logs
+
+
+def _unit(features: torch.Tensor, eps: float = 1e-10) -> torch.Tensor:
+    """Features [B, C, ...] divided by their norm over C (LPIPS's normalisation)."""
+    return features / (features.pow(2).sum(1, keepdim=True).sqrt() + eps)
+
+
+class I3DFeatures(nn.Module):
+    """The first layers of the Kinetics-400 I3D, up to `layer` (frozen): [B, 3, T, H, W] in
+    [-1, 1] at any size -> features [B, C, T', H', W']."""
+
+    def __init__(self, i3d: nn.Module, layer: str):
+        super().__init__()
+        order = list(getattr(i3d, "order", []))
+        if layer not in order:
+            raise ConfigError(f"loss.i3d_layer must be one of {', '.join(order)}, got {layer!r}")
+        names = order[: order.index(layer) + 1]
+        self.names = names
+        self.layers = nn.ModuleDict({n: getattr(i3d, n) for n in names})
+        self.eval().requires_grad_(False)
+
+    def forward(self, video: torch.Tensor) -> torch.Tensor:
+        x = video
+        for name in self.names:
+            x = self.layers[name](x)
+        return x
+
+    @classmethod
+    def from_file(cls, weights: str, layer: str) -> I3DFeatures:
+        """From an I3D weights file or known name (`pvdm.metrics.i3d_detector.load_i3d`)."""
+        from pvdm.metrics.i3d_detector import load_i3d
+
+        model = load_i3d(weights)
+        if not hasattr(model, "order"):
+            raise ConfigError(f"loss.i3d_weights {weights!r} is not an I3D state dict")
+        return cls(model, layer)
 
 
 def gradient_l1(xrec: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

@@ -94,6 +94,15 @@ def build_lpips(cfg: AutoencoderLossConfig) -> torch.nn.Module | None:
     return LPIPS.from_files(cfg.vgg_weights, cfg.lpips_weights)
 
 
+def build_i3d_features(cfg: AutoencoderLossConfig) -> torch.nn.Module | None:
+    """The frozen early I3D layers of the `i3d_weight` term, or None when it is off."""
+    if cfg.i3d_weight <= 0:
+        return None
+    from pvdm.train.ae_loss import I3DFeatures
+
+    return I3DFeatures.from_file(cfg.i3d_weights, cfg.i3d_layer)
+
+
 @torch.no_grad()
 def heldout_psnr(
     model: torch.nn.Module, clips: torch.Tensor, info: DistInfo, precision: str, batch_size: int = 4
@@ -126,7 +135,9 @@ def train_autoencoder(
 
     torch.manual_seed(tc.seed)  # identical initial weights on every rank
     model = TriplaneAutoencoder(cfg.model).to(device)
-    loss_fn = AutoencoderLoss(cfg.loss, build_lpips(cfg.loss)).to(device)
+    loss_fn = AutoencoderLoss(cfg.loss, build_lpips(cfg.loss), build_i3d_features(cfg.loss)).to(
+        device
+    )
     pre_tanh = PreTanhProbe(model, cfg.loss)
     opt = torch.optim.AdamW(
         model.parameters(), lr=tc.lr, betas=tc.betas, weight_decay=tc.weight_decay
