@@ -126,3 +126,25 @@ def test_a_bad_grid_is_one_line(tmp_path) -> None:
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert proc.returncode != 0 and "not a number" in proc.stderr
+
+
+def test_long_videos_with_the_default_drift_no_more_than_with_ddim100() -> None:
+    """The drift rung of 16 videos of 128 frames on the demo model: the default sampling's
+    window FVDs rise no more from first to last than DDIM-100's, and stay within 5% of them on
+    average (16 clips a window: noisy numbers)."""
+    from pvdm.diffusion import DEFAULT_SAMPLER, SAMPLERS
+
+    fast = json.loads((RESULTS / "drift_demo_one_process_quad8.json").read_text())["drift"]
+    slow = json.loads((RESULTS / "drift_demo_one_process_ddim100.json").read_text())["drift"]
+    assert fast["sampler"] == {
+        "sampler": DEFAULT_SAMPLER, "steps": SAMPLERS[DEFAULT_SAMPLER].default_steps, "eta": 1.0
+    }  # fmt: skip
+    assert slow["sampler"] == {"sampler": "ddim", "steps": 100, "eta": 1.0}
+    assert fast["num_videos"] == slow["num_videos"] >= 16 and fast["frames"] == 128
+
+    def rise(curve: list[float]) -> float:
+        return curve[-1] - curve[0]
+
+    assert len(fast["fvd"]) == len(slow["fvd"]) == 8
+    assert rise(fast["fvd"]) <= rise(slow["fvd"]) + 0.05 * slow["fvd"][0]
+    assert sum(fast["fvd"]) <= 1.05 * sum(slow["fvd"])
