@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from pvdm.diffusion import DEFAULT_SAMPLER
+
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.sh"
 
 
@@ -57,11 +59,12 @@ def test_cpu_tiny_run_writes_every_part(tmp_path) -> None:
         assert row["util_bf16_table_pct"] is None
 
     sample, projection = report["sample"], report["eval_projection"]
-    # one clip with the pipeline's defaults (DDIM-8); the projection with the protocols' DDIM-400
-    shape = {"frames": 8, "resolution": 32}
-    expected = {"sampler": "ddim", "eta": 1.0, **shape}
-    assert {k: sample[k] for k in (*expected, "steps")} == {**expected, "steps": 8}
-    assert {k: projection[k] for k in (*expected, "steps")} == {**expected, "steps": 400}
+    # one clip with the pipeline's defaults (8 steps); the projection with the protocols' DDIM-400
+    shape = {"frames": 8, "resolution": 32, "eta": 1.0}
+    want = {"sampler": DEFAULT_SAMPLER, "steps": 8, **shape}
+    assert {k: sample[k] for k in want} == want
+    want = {"sampler": "ddim", "steps": 400, **shape}
+    assert {k: projection[k] for k in want} == want
     assert sample["num"] == 1 and sample["sec"] > 0
     assert projection["clips"] == 2048 and projection["batch"] == 2
     assert projection["projected_sec"] == pytest.approx(1024 * projection["batch_sec"])

@@ -344,7 +344,8 @@ def test_lossless_samples_give_the_fvd_of_the_model_and_mp4_warns(env, tmp_path,
     torch.manual_seed(0)
     ae = TriplaneAutoencoder(autoencoder_preset("debug"))  # 32x32, 8-frame clips
     PVDMPipeline(TriplaneUNet(unet_preset("debug")), ae).save_pretrained(tmp_path / "pipe")
-    sampling = ["--num", NUM, "--frames", 16, "--steps", 2, "--seed", 5]
+    # the protocols' sampler (DDIM), which `pvdm eval --model` keeps
+    sampling = ["--num", NUM, "--frames", 16, "--sampler", "ddim", "--steps", 2, "--seed", 5]
     values = {}
     for fmt in ("png", "mp4"):
         code, _, err = run(
