@@ -140,6 +140,11 @@ def test_decoder_depth_and_pixel_refiner_are_options_off_by_default() -> None:
         deeper.pixel_head.weight.data = deeper.pixel_head.weight.data[:, :3].contiguous()
         deeper.pixel_head.bias.data = deeper.pixel_head.bias.data[:3].contiguous()
         torch.testing.assert_close(out, deeper(video))
+    refined = _model(replace(cfg, refine_channels=4))
+    with torch.no_grad():
+        before = refined(video)
+        refined.refine.conv_out.weight.fill_(0.01)  # the refiner's residual now reaches the output
+        assert (refined(video) - before).abs().max() > 1e-4
     with pytest.raises(ConfigError, match="refine_channels must be a positive integer"):
         replace(cfg, refine_channels=0).validate()
 
