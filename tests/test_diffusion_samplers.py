@@ -4,11 +4,14 @@ per-sample seeding."""
 from __future__ import annotations
 
 import itertools
+import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
+from pvdm.diffusion.sa_solver import adams_coefficients, sa_solver_sample
 from pvdm.diffusion.samplers import (
     ddim_sample,
     ddpm_sample,
@@ -96,7 +99,46 @@ def test_dpm_solver_matches_diffusers() -> None:
         assert ((ours - x).norm() / x.norm()).item() < 1e-5
 
 
-@pytest.mark.parametrize("sampler", [ddim_sample, dpm_solver_sample, dpm_solver_sde_sample])
+def test_sa_solver_matches_diffusers_noise_for_noise() -> None:
+    diffusers = pytest.importorskip("diffusers")
+    model = _toy_model()
+    sched = NoiseSchedule()
+    for tau in (0.0, 0.5, 1.0):
+        for steps in (1, 2, 3, 8):
+            noise = torch.randn(2, 3, 8, generator=torch.Generator().manual_seed(steps))
+            ours = sa_solver_sample(
+                model, noise, sched, steps, eta=tau, generator=torch.Generator().manual_seed(7)
+            )
+            ref = diffusers.SASolverScheduler(
+                num_train_timesteps=1000,
+                trained_betas=sched.betas.double().numpy(),
+                thresholding=True,  # with sample_max_value 1: the clamp to [-1, 1]
+                sample_max_value=1.0,
+                tau_func=lambda t, tau=tau: tau,
+            )
+            ref.set_timesteps(steps)
+            g = torch.Generator().manual_seed(7)
+            x = noise.clone()
+            for t in ref.timesteps:
+                x = ref.step(model(x, torch.full((2,), int(t))), t, x, generator=g).prev_sample
+            assert ((ours - x).norm() / x.norm()).item() < 1e-5, (tau, steps)
+
+
+def test_sa_solver_coefficients_integrate_polynomials_exactly() -> None:
+    # the Lagrange basis sums to 1, so the coefficients sum to the integral of e^(s l)
+    nodes, a, b, tau = [-1.0, -1.7, -2.2], -1.0, 0.3, 0.7
+    s = 1 + tau**2
+    coefficients = adams_coefficients(nodes, a, b, tau)
+    assert sum(coefficients) == pytest.approx((math.exp(s * b) - math.exp(s * a)) / s, rel=1e-12)
+    # and sum_j b_j nodes_j = the integral of e^(s l) l (exact for degree <= 2)
+    grid = np.linspace(a, b, 200_001)
+    exact = np.trapezoid(np.exp(s * grid) * grid, grid)
+    assert sum(c * n for c, n in zip(coefficients, nodes)) == pytest.approx(exact, rel=1e-8)
+
+
+@pytest.mark.parametrize(
+    "sampler", [ddim_sample, dpm_solver_sample, dpm_solver_sde_sample, sa_solver_sample]
+)
 def test_samples_do_not_depend_on_batch_composition(sampler) -> None:
     model = _toy_model()
     seeds = [11, 12, 13]

@@ -85,9 +85,10 @@ def test_a_student_like_its_teacher_gets_no_push_and_its_folder_samples(teacher,
     assert (again.sampler, again.steps) == ("ddim", 2)
 
 
-def test_distillation_resumes_exactly(teacher, tmp_path) -> None:
+@pytest.mark.parametrize("gan", [[], ["distill.gan_weight=0.1"]], ids=["dmd", "dmd+gan"])
+def test_distillation_resumes_exactly(teacher, tmp_path, gan) -> None:
     dm, cache = teacher
-    common = ["train.checkpoint_every=2"]
+    common = ["train.checkpoint_every=2", *gan]
     full = distill(_cfg(dm, cache, *common, "train.max_steps=4"), tmp_path / "full")
     half = tmp_path / "half"
     distill(_cfg(dm, cache, *common, "train.max_steps=2"), half)
@@ -98,11 +99,29 @@ def test_distillation_resumes_exactly(teacher, tmp_path) -> None:
         assert a[part].keys() == b[part].keys()
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
+    assert any(k.startswith("critic.") for k in a["model"]) == bool(gan)
     assert any(
         not torch.equal(a["model"][k], torch.load(half / "checkpoints" / "state-00000002.pt",
                                                   weights_only=True)["model"][k])
         for k in a["model"] if k.startswith("student.")
     )  # fmt: skip
+
+
+def test_the_gan_term_is_the_students_only_push_at_the_first_step(teacher, tmp_path) -> None:
+    dm, cache = teacher
+    cfg = _cfg(dm, cache, "train.max_steps=2", "distill.gan_weight=0.5", "distill.critic_weight=1")
+    rows = _stats(distill(cfg, tmp_path / "s"))
+    # the fake score is still the teacher at step 0, so the distribution-matching part is 0 and
+    # the student's loss is the weighted generator loss: softplus of a finite logit, > 0
+    first = rows[0]
+    assert first["gen_loss"] > 0 and first["critic_loss"] > 0
+    assert first["loss"] == pytest.approx(0.5 * first["gen_loss"], rel=1e-5)
+    # the critic's loss is the sum of two softpluses of the same critic: at least 2 ln(1+e^-|d|)
+    assert all(r["critic_loss"] > 0 for r in rows)
+    with pytest.raises(ConfigError, match="gan_weight"):
+        distill(_cfg(dm, cache, "distill.gan_weight=-1"), tmp_path / "b")
+    with pytest.raises(ConfigError, match="fake_updates"):
+        distill(_cfg(dm, cache, "distill.gan_weight=1", "distill.fake_updates=0"), tmp_path / "c")
 
 
 def test_the_one_step_student_is_its_sampler_at_one_step() -> None:

@@ -20,6 +20,8 @@ denoiser): the samplers only use its arithmetic, and the result has the same for
   `DPMSolverMultistepScheduler` (test_diffusion_samplers.py) and needs ~20 steps.
 - `dpm_solver_sde_sample`: its stochastic form, DPM-Solver++(2M) SDE (diffusers'
   `sde-dpmsolver++`), `eta` scaling the noise.
+- `sa_solver_sample` (`sa-solver`, in `sa_solver.py`): SA-Solver's stochastic Adams
+  predictor-corrector, `eta` as its tau; matches diffusers' `SASolverScheduler`.
 
 The default is DDIM with eta 1 at 8 steps on the quadratic grid (`ddim-quad`), the best measured
 setting at 8 network evaluations or fewer (docs/results.md, "The sampler frontier"): below
@@ -46,6 +48,7 @@ from typing import Any, Literal, TypeAlias
 import numpy as np
 import torch
 
+from pvdm.diffusion.sa_solver import sa_solver_sample
 from pvdm.diffusion.schedule import Latent, NoiseSchedule
 from pvdm.models.latent import Generator, TriplaneLatent, randn_latent
 
@@ -428,5 +431,6 @@ SAMPLERS: dict[str, SamplerSpec] = {
     "ddim-logsnr": SamplerSpec(ddim_logsnr_sample, 8, True, "DDIM (log-SNR grid)"),
     "dpm": SamplerSpec(dpm_solver_sample, 20, False, "DPM-Solver++(2M)"),
     "dpm-sde": SamplerSpec(dpm_solver_sde_sample, 8, True, "DPM-Solver++(2M) SDE"),
+    "sa-solver": SamplerSpec(sa_solver_sample, 8, True, "SA-Solver"),
     "ddpm": SamplerSpec(ddpm_sample, None, False, "DDPM"),
 }

@@ -16,6 +16,11 @@ consistency distillation) can give; DMD matches the distribution instead.
   teacher (the fake score) follows the student's own distribution, trained with the
   teacher's loss on the student's samples `distill.fake_updates` times per student step
   (DMD2's two time-scale update rule).
+- Optional, DMD2's GAN term (`distill.gan_weight` > 0): a small critic on the fake score's
+  bottleneck features tells noised real latents (the cache's clips) from noised student
+  samples; the critic and the fake score learn it in the fake updates (`distill.critic_weight`),
+  the student is pushed by the non-saturating generator loss, so it can move towards the data,
+  not only towards the teacher.
 - Both modes are distilled: with the teacher's `cond_prob` a step is conditional, its
   condition the latent of a real previous clip from the latent cache (`--data`), as in the
   teacher's training.
@@ -44,7 +49,7 @@ from pvdm.errors import ConfigError
 from pvdm.models.latent import TriplaneLatent
 from pvdm.runs import RunFolder
 from pvdm.runtime import init_distributed
-from pvdm.seeds import step_seed
+from pvdm.seeds import mix_seed, step_seed
 from pvdm.train.checkpoint import TrainingState, load_latest_training_state, save_training_state
 from pvdm.train.common import GuardedUpdate, make_scaler, prepare_run, scheduled_lr, set_lr
 from pvdm.train.config import TrainConfig
@@ -66,6 +71,10 @@ class DistillSettings:
     # the noise levels at which the two scores are compared, as fractions of the schedule
     t_min: float = 0.02
     t_max: float = 0.98
+    # DMD2's GAN term: weight of the student's generator loss (0: off) and of the critic's loss
+    # in the fake score's updates
+    gan_weight: float = 0.0
+    critic_weight: float = 0.01
 
     def validate(self) -> None:
         if not 1 <= self.student_steps <= 64:
@@ -76,6 +85,12 @@ class DistillSettings:
             raise ConfigError(f"fake_lr must lie in (0, 1), got {self.fake_lr}")
         if not 0 <= self.t_min < self.t_max <= 1:
             raise ConfigError(f"need 0 <= t_min < t_max <= 1, got {self.t_min}, {self.t_max}")
+        for name in ("gan_weight", "critic_weight"):
+            value = getattr(self, name)
+            if not 0 <= value <= 100:
+                raise ConfigError(f"{name} must lie in [0, 100], got {value}")
+        if self.gan_weight > 0 and self.fake_updates == 0:
+            raise ConfigError("gan_weight > 0 needs fake_updates >= 1 (the critic learns there)")
 
 
 @dataclass
@@ -92,11 +107,51 @@ class DistillRunConfig:
 
 
 class Scores(torch.nn.Module):
-    """The two trained networks of a run, one module for the training state."""
+    """The trained networks of a run, one module for the training state (the critic only
+    with the GAN term)."""
 
-    def __init__(self, student: torch.nn.Module, fake: torch.nn.Module) -> None:
+    def __init__(
+        self,
+        student: torch.nn.Module,
+        fake: torch.nn.Module,
+        critic: torch.nn.Module | None = None,
+    ) -> None:
         super().__init__()
         self.student, self.fake = student, fake
+        if critic is not None:
+            self.critic = critic
+
+
+class PlaneCritic(torch.nn.Module):
+    """DMD2's classifier head: a real/fake logit per sample from a UNet's bottleneck planes
+    (one 3 x 3 convolution shared by the planes, a spatial mean each, a linear map of the
+    three)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(channels, channels, 3, padding=1)
+        self.out = torch.nn.Linear(3 * channels, 1)
+
+    def forward(self, planes: list[torch.Tensor]) -> torch.Tensor:
+        act = torch.nn.functional.silu
+        feats = [act(self.conv(act(p.float()))).mean((2, 3)) for p in planes]
+        return self.out(torch.cat(feats, 1)).squeeze(1)
+
+
+class Bottleneck:
+    """Keeps the output planes of `unet.mid_block` from its last forward."""
+
+    def __init__(self, unet: torch.nn.Module) -> None:
+        self.planes: list[torch.Tensor] = []
+        unet.mid_block.register_forward_hook(self._keep)
+
+    def _keep(self, module: Any, args: Any, output: Any) -> None:
+        self.planes = list(output)
+
+    def __call__(self, unet: torch.nn.Module, x: Any, t: torch.Tensor, kwargs: dict) -> Any:
+        """unet(x, t) and its bottleneck planes."""
+        out = unet(x, t, **kwargs)
+        return out, self.planes
 
 
 def teacher_settings(teacher: str | Path) -> DiffusionConfig:
@@ -171,13 +226,20 @@ def distill(cfg: DistillRunConfig, outdir: str | Path, restart: bool = False) ->
 
     teacher = teacher_pipe.unet.eval().requires_grad_(False)
     # both start as the teacher; everything runs in eval mode (no dropout while distilling)
-    scores = Scores(copy.deepcopy(teacher), copy.deepcopy(teacher)).requires_grad_(True).eval()
+    gan = ds.gan_weight > 0
+    with torch.random.fork_rng(devices=[]):  # the critic's initial weights follow train.seed
+        torch.manual_seed(mix_seed("critic", tc.seed))
+        critic = PlaneCritic(teacher.config.model_channels * teacher.config.channel_mult[-1])
+    scores = Scores(copy.deepcopy(teacher), copy.deepcopy(teacher), critic if gan else None)
+    scores = scores.to(device).requires_grad_(True).eval()
     student, fake = scores.student, scores.fake
+    bottleneck = Bottleneck(fake) if gan else None
     opt_student = torch.optim.AdamW(
         student.parameters(), lr=tc.lr, betas=tc.betas, weight_decay=tc.weight_decay
     )
+    fake_params = list(fake.parameters()) + (list(scores.critic.parameters()) if gan else [])
     opt_fake = torch.optim.AdamW(
-        fake.parameters(), lr=ds.fake_lr, betas=tc.betas, weight_decay=tc.weight_decay
+        fake_params, lr=ds.fake_lr, betas=tc.betas, weight_decay=tc.weight_decay
     )
     ema = EMA(student, tc.ema_decay, tc.ema_every) if tc.use_ema else None
     training_state = TrainingState(
@@ -245,6 +307,12 @@ def distill(cfg: DistillRunConfig, outdir: str | Path, restart: bool = False) ->
                 spread = _per_sample(lambda d: d.abs().mean(1), x0.detach() - x0_real)
                 target = x0.detach() - (x0_fake - x0_real) / spread.clamp(min=1e-5)
             loss = 0.5 * _per_sample(lambda d: d.square().mean(1), x0 - target).mean()
+            gen_loss = 0.0
+            if bottleneck is not None:  # the critic's verdict on the re-noised sample
+                _, planes = bottleneck(fake, schedule.q_sample(x0, t, noise), t, kwargs)
+                g = torch.nn.functional.softplus(-scores.critic(planes)).mean()
+                loss = loss + ds.gan_weight * g
+                gen_loss = g.item()
             opt_student.zero_grad(set_to_none=True)
             loss.backward()
             norm = update(
@@ -253,7 +321,7 @@ def distill(cfg: DistillRunConfig, outdir: str | Path, restart: bool = False) ->
             )  # fmt: skip
 
             # the fake score follows the student: the teacher's loss on the student's samples
-            fake_total = 0.0
+            fake_total = critic_total = 0.0
             for _ in range(ds.fake_updates):
                 tf = torch.randint(0, num_t, (len(z),), device=device)
                 nf = x0.randn_like()
@@ -261,21 +329,30 @@ def distill(cfg: DistillRunConfig, outdir: str | Path, restart: bool = False) ->
                 weights = (
                     schedule.min_snr_weights(tf, dc.min_snr_gamma) if dc.min_snr_gamma else None
                 )
-                fake_loss = diffusion_loss(fake(xf, tf, **kwargs), nf, dc.loss, weights)
+                if bottleneck is None:
+                    fake_loss = diffusion_loss(fake(xf, tf, **kwargs), nf, dc.loss, weights)
+                else:  # + the critic: student samples against real clips at the same levels
+                    eps, planes = bottleneck(fake, xf, tf, kwargs)
+                    fake_loss = diffusion_loss(eps, nf, dc.loss, weights)
+                    real = schedule.q_sample(z * scale, tf, x0.randn_like())
+                    _, real_planes = bottleneck(fake, real, tf, kwargs)
+                    softplus = torch.nn.functional.softplus
+                    d = softplus(scores.critic(planes)) + softplus(-scores.critic(real_planes))
+                    critic_total += d.mean().item() / ds.fake_updates
+                    fake_loss = fake_loss + ds.critic_weight * d.mean()
                 opt_fake.zero_grad(set_to_none=True)
                 fake_loss.backward()
                 fake_update(
-                    opt_fake, scaler, list(fake.parameters()), tc.grad_clip, fake_loss.item(),
-                    step, monitor,
-                )  # fmt: skip
+                    opt_fake, scaler, fake_params, tc.grad_clip, fake_loss.item(), step, monitor
+                )
                 fake_total += fake_loss.item() / max(ds.fake_updates, 1)
             step += 1
             if ema:
                 ema.maybe_update(student, step)
-            monitor.add(
-                {"loss": loss.item(), "fake_loss": fake_total, "grad_norm": norm},
-                samples=tc.batch_size,
-            )
+            stats = {"loss": loss.item(), "fake_loss": fake_total, "grad_norm": norm}
+            if gan:
+                stats |= {"gen_loss": gen_loss, "critic_loss": critic_total}
+            monitor.add(stats, samples=tc.batch_size)
 
     monitor.close()
     if stop.requested:
