@@ -287,7 +287,7 @@ def test_dpm_solver_sde_matches_diffusers_noise_for_noise() -> None:
     )
 
 
-@pytest.mark.parametrize("spacing", ["official", "quadratic", "logsnr"])
+@pytest.mark.parametrize("spacing", ["official", "quadratic", "logsnr", "karras"])
 @pytest.mark.parametrize("steps", [1, 2, 8, 50, 1000])
 def test_ddim_grids_start_at_the_last_step_and_fall_strictly(spacing, steps) -> None:
     from pvdm.diffusion.samplers import ddim_times
@@ -307,7 +307,14 @@ def test_ddim_grids_values() -> None:
     logsnr = (acp / (1 - acp)).log()[grid[:-1]]
     steps = logsnr[1:] - logsnr[:-1]  # equal log-SNR steps, up to the integer grid
     assert float(steps.max() - steps.min()) < 0.05 * float(steps.mean())
+    # Karras: equal steps in sigma^(1/7), sigma = sqrt((1 - abar) / abar), up to the integer grid
+    grid = ddim_times(1000, 8, "karras", S)
+    root = ((1 - acp) / acp).sqrt().pow(1 / 7)[grid[:-1]]
+    steps = root[:-1] - root[1:]
+    assert float(steps.max() - steps.min()) < 0.05 * float(steps.mean())
     with pytest.raises(ValueError, match="spacing"):
+        ddim_times(1000, 4, "cosine")
+    with pytest.raises(ValueError, match="schedule"):
         ddim_times(1000, 4, "karras")
 
 

@@ -14,8 +14,9 @@ denoiser): the samplers only use its arithmetic, and the result has the same for
   (`clip_x0`: True = [-1, 1], a number c = [-c, c] for scaled latents, False = no clamp),
   the last pair returning the x0 prediction; `eta=1` (the official setting) is ancestral
   sampling on the sub-grid.
-- `ddim_quadratic_sample`, `ddim_logsnr_sample` (`ddim-quad`, `ddim-logsnr`): the same steps on
-  other grids (`ddim_times`): the DDIM paper's quadratic one, and one uniform in log-SNR.
+- `ddim_quadratic_sample`, `ddim_logsnr_sample`, `ddim_karras_sample` (`ddim-quad`,
+  `ddim-logsnr`, `ddim-karras`): the same steps on other grids (`ddim_times`): the DDIM paper's
+  quadratic one, one uniform in log-SNR, and the EDM one of Karras et al. (rho 7).
 - `dpm_solver_sample`: DPM-Solver++(2M) with x0 clamping; matches diffusers'
   `DPMSolverMultistepScheduler` (test_diffusion_samplers.py) and needs ~20 steps.
 - `dpm_solver_sde_sample`: its stochastic form, DPM-Solver++(2M) SDE (diffusers'
@@ -176,6 +177,9 @@ ddim_quadratic_sample = _ddim_on(
 ddim_logsnr_sample = _ddim_on(
     "logsnr", "DDIM on a grid uniform in log-SNR (`ddim_times`).", "ddim_logsnr_sample"
 )
+ddim_karras_sample = _ddim_on(
+    "karras", "DDIM on the Karras et al. (EDM) grid, rho 7 (`ddim_times`).", "ddim_karras_sample"
+)
 
 
 def _ddim(denoiser, noise, schedule, steps, eta, generator, clip_x0, callback, spacing):
@@ -191,7 +195,7 @@ def _ddim(denoiser, noise, schedule, steps, eta, generator, clip_x0, callback, s
     return x
 
 
-Spacing: TypeAlias = Literal["official", "quadratic", "logsnr"]
+Spacing: TypeAlias = Literal["official", "quadratic", "logsnr", "karras"]
 
 
 def ddim_times(
@@ -202,20 +206,29 @@ def ddim_times(
     - official: `linspace(-1, T-1, S+1)` truncated to int and reversed (the official sampler);
     - quadratic: `(T-1) ((S-i)/S)^2` for i < S, the DDIM paper's quadratic selection (more of
       the steps at low noise);
-    - logsnr: uniform in log-SNR between the first and the last step (needs `schedule`).
-    Every grid starts at T-1 and falls strictly.
+    - logsnr: uniform in log-SNR between the first and the last step (needs `schedule`);
+    - karras: the EDM grid, uniform in sigma^(1/7) (sigma = sqrt((1 - abar) / abar)) from the
+      first step's sigma to the last's, each point the step of the nearest sigma (needs
+      `schedule`).
+    The official grid is diffusers' "trailing" spacing. Every grid starts at T-1 and falls
+    strictly.
     """
     if spacing == "official":
         return torch.linspace(-1, num_timesteps - 1, steps + 1).int().tolist()[::-1]
     last = num_timesteps - 1
     if spacing == "quadratic":
         points = [round(last * ((steps - i) / steps) ** 2) for i in range(steps)]
-    elif spacing == "logsnr":
+    elif spacing in ("logsnr", "karras"):
         if schedule is None:
-            raise ValueError("the logsnr spacing needs the schedule")
+            raise ValueError(f"the {spacing} spacing needs the schedule")
         acp = schedule.alphas_cumprod.double()
         logsnr = (acp / (1 - acp)).log()  # falls with t
-        targets = torch.linspace(float(logsnr[last]), float(logsnr[0]), steps + 1)[:-1]
+        if spacing == "logsnr":
+            targets = torch.linspace(float(logsnr[last]), float(logsnr[0]), steps + 1)[:-1]
+        else:  # sigma = exp(-logsnr / 2), uniform in sigma^(1/rho), rho = 7
+            ramp = torch.linspace(float(logsnr[last]), float(logsnr[0]), 2).mul(-0.5 / 7).exp()
+            sigmas = torch.linspace(float(ramp[0]), float(ramp[1]), steps + 1)[:-1].pow(7)
+            targets = -2 * sigmas.log()
         points = [int((logsnr - v).abs().argmin()) for v in targets.double()]
     else:
         raise ValueError(f"unknown DDIM spacing {spacing!r}")
@@ -429,6 +442,7 @@ SAMPLERS: dict[str, SamplerSpec] = {
     "ddim": SamplerSpec(ddim_sample, 8, True, "DDIM"),
     "ddim-quad": SamplerSpec(ddim_quadratic_sample, 8, True, "DDIM (quadratic grid)"),
     "ddim-logsnr": SamplerSpec(ddim_logsnr_sample, 8, True, "DDIM (log-SNR grid)"),
+    "ddim-karras": SamplerSpec(ddim_karras_sample, 8, True, "DDIM (Karras grid)"),
     "dpm": SamplerSpec(dpm_solver_sample, 20, False, "DPM-Solver++(2M)"),
     "dpm-sde": SamplerSpec(dpm_solver_sde_sample, 8, True, "DPM-Solver++(2M) SDE"),
     "sa-solver": SamplerSpec(sa_solver_sample, 8, True, "SA-Solver"),
