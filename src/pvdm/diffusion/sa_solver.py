@@ -23,8 +23,16 @@ import math
 import numpy as np
 import torch
 
+from pvdm.diffusion.sampler_steps import (
+    clamp_x0,
+    dpm_solver_timesteps,
+    randn_like,
+    report_step,
+    timestep_batch,
+)
 from pvdm.diffusion.schedule import Latent, NoiseSchedule
 
+SA_SOLVER_STEPS = 8  # default steps (the registry's)
 PREDICTOR_ORDER = 2
 CORRECTOR_ORDER = 2
 
@@ -69,10 +77,8 @@ def sa_solver_sample(
 ) -> Latent:
     """SA-Solver, stochastic Adams orders 2 / 2 (module docstring), `eta` as its tau (constant
     over the grid), on diffusers' "linspace" grid; x0 clamped as the official samplers do."""
-    from pvdm.diffusion import samplers as base
-
-    steps = base.SAMPLERS["sa-solver"].default_steps if steps is None else steps
-    timesteps = base.dpm_solver_timesteps(schedule.num_timesteps, steps)
+    steps = SA_SOLVER_STEPS if steps is None else steps
+    timesteps = dpm_solver_timesteps(schedule.num_timesteps, steps)
     acp = schedule.alphas_cumprod.double()
     points = [*timesteps, 0]  # the last step ends at the first training timestep's noise level
     alphas = [float(acp[t].sqrt()) for t in points]
@@ -108,8 +114,8 @@ def sa_solver_sample(
     history: list = []  # clamped x0 predictions, oldest first
     last = None  # (x before the last predictor step, its noise, the corrector's order)
     for i, t in enumerate(timesteps):
-        eps = denoiser(x, base._timesteps(x, t))
-        x0 = base._clip((x - sigmas[i] * eps) / alphas[i], clip_x0)
+        eps = denoiser(x, timestep_batch(x, t))
+        x0 = clamp_x0((x - sigmas[i] * eps) / alphas[i], clip_x0)
         if last is not None:  # correct the last step with this point's prediction too
             x_prev, z_prev, order = last
             x = update(x_prev, i - 1, i, [*history, x0][-order:], z_prev, corrector=True)
@@ -117,8 +123,8 @@ def sa_solver_sample(
         done = min(i, max(PREDICTOR_ORDER, CORRECTOR_ORDER - 1))  # earlier points available
         p_order = min(PREDICTOR_ORDER, steps - i, done + 1)
         c_order = min(CORRECTOR_ORDER, steps - i + 1, done + 2)
-        z = base.randn_like(x, generator) if tau > 0 else None
+        z = randn_like(x, generator) if tau > 0 else None
         last = (x, z, c_order)
         x = update(x, i, i + 1, history[-p_order:], z, corrector=False)
-        base._report(callback, i, len(timesteps), t, x, x0)
+        report_step(callback, i, len(timesteps), t, x, x0)
     return x

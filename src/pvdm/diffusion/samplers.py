@@ -49,27 +49,21 @@ from typing import Any, Literal, TypeAlias
 import numpy as np
 import torch
 
-from pvdm.diffusion.sa_solver import sa_solver_sample
+from pvdm.diffusion.sa_solver import SA_SOLVER_STEPS, sa_solver_sample
+from pvdm.diffusion.sampler_steps import (
+    Callback,
+    clamp_x0,
+    dpm_solver_timesteps,
+    randn_like,
+    report_step,
+    timestep_batch,
+)
 from pvdm.diffusion.schedule import Latent, NoiseSchedule
-from pvdm.models.latent import Generator, TriplaneLatent, randn_latent
+from pvdm.models.latent import Generator
 
 Denoiser: TypeAlias = Callable[[Any, torch.Tensor], Any]
-Callback: TypeAlias = Callable[[dict[str, Any]], None]
 
 DEFAULT_ETA = 1.0  # the official DDIM setting (the authors sample with eta 1)
-
-
-def randn_like(x: Latent, generator: Generator = None) -> Latent:
-    """Standard normal noise shaped like x, from one generator or one per sample."""
-    if isinstance(x, TriplaneLatent):
-        return randn_latent(len(x), x.shape, generator, x.device, x.dtype)
-    if generator is None or isinstance(generator, torch.Generator):
-        return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-    if len(generator) != x.shape[0]:
-        raise ValueError(f"got {len(generator)} generators for a batch of {x.shape[0]}")
-    return torch.stack(
-        [torch.randn(x.shape[1:], generator=g, device=x.device, dtype=x.dtype) for g in generator]
-    )
 
 
 def _zeros_like(x: Latent) -> Latent:
@@ -126,23 +120,6 @@ def make_denoiser(
     return denoise
 
 
-def _clip(x0: Latent, clip_x0: bool | float) -> Latent:
-    """x0 clamped to [-c, c]: c = 1 for True (the autoencoder's tanh range), none for False."""
-    if clip_x0 is False or clip_x0 == 0:
-        return x0
-    bound = 1.0 if clip_x0 is True else float(clip_x0)
-    return x0.clamp(-bound, bound)
-
-
-def _timesteps(x: Latent, t: int) -> torch.Tensor:
-    return torch.full((len(x),), t, device=x.device, dtype=torch.long)
-
-
-def _report(callback: Callback | None, step: int, total: int, t: int, x: Latent, x0: Latent):
-    if callback is not None:
-        callback({"step": step, "total": total, "t": t, "x": x, "x0": x0})
-
-
 def _ddim_on(spacing: Spacing, doc: str, name: str) -> Callable[..., Latent]:
     """DDIM on one grid (`ddim_times`) as a sampler with the shared signature."""
 
@@ -191,7 +168,7 @@ def _ddim(denoiser, noise, schedule, steps, eta, generator, clip_x0, callback, s
     x = noise.float()
     for i, (t, t_next) in enumerate(itertools.pairwise(times)):
         x, x0 = ddim_step(denoiser, x, schedule, t, t_next, eta, generator, clip_x0)
-        _report(callback, i, steps, t, x, x0)
+        report_step(callback, i, steps, t, x, x0)
     return x
 
 
@@ -252,9 +229,9 @@ def ddim_step(
     """One step of the official DDIM from t to t_next (-1: the x0 prediction itself); the new
     sample and the clamped x0 prediction."""
     acp = schedule.alphas_cumprod.to(x.device)
-    t_batch = _timesteps(x, t)
+    t_batch = timestep_batch(x, t)
     eps = denoiser(x, t_batch)
-    x0 = _clip(schedule.predict_x0(x, t_batch, eps), clip_x0)
+    x0 = clamp_x0(schedule.predict_x0(x, t_batch, eps), clip_x0)
     if t_next < 0:
         return x0, x0
     alpha, alpha_next = acp[t], acp[t_next]
@@ -288,10 +265,10 @@ def ddpm_sample(
         raise ValueError(f"DDPM runs all {num_t} steps; use ddim (eta=1) for {steps} steps")
     x = noise.float()
     for i, t in enumerate(range(num_t - 1, -1, -1)):
-        t_batch = _timesteps(x, t)
+        t_batch = timestep_batch(x, t)
         eps = denoiser(x, t_batch)
         x0 = schedule.predict_x0(x, t_batch, eps)
-        x0 = _clip(x0, clip_x0)
+        x0 = clamp_x0(x0, clip_x0)
         mean = (
             schedule.at("posterior_mean_coef1", t_batch, x) * x0
             + schedule.at("posterior_mean_coef2", t_batch, x) * x
@@ -301,14 +278,8 @@ def ddpm_sample(
             x = mean + (0.5 * log_var).exp() * randn_like(x, generator)
         else:
             x = mean
-        _report(callback, i, num_t, t, x, x0)
+        report_step(callback, i, num_t, t, x, x0)
     return x
-
-
-def dpm_solver_timesteps(num_timesteps: int, steps: int) -> list[int]:
-    """diffusers' "linspace" spacing: round(linspace(0, T-1, S+1)) reversed, last dropped."""
-    grid = np.linspace(0, num_timesteps - 1, steps + 1).round()[::-1][:-1]
-    return [int(t) for t in grid]
 
 
 @torch.no_grad()
@@ -383,9 +354,9 @@ def _dpm_solver_2m(
     x = noise.float()
     x0_prev = None
     for i, t in enumerate(timesteps):
-        eps = denoiser(x, _timesteps(x, t))
+        eps = denoiser(x, timestep_batch(x, t))
         x0 = (x - sigmas[i] * eps) / alphas[i]
-        x0 = _clip(x0, clip_x0)
+        x0 = clamp_x0(x0, clip_x0)
         if i == len(timesteps) - 1:  # to sigma 0 (h = inf): first order, x' = x0
             x = x0
         else:
@@ -400,7 +371,7 @@ def _dpm_solver_2m(
                 spread = sigmas[i + 1] * float(np.sqrt(-np.expm1(-2 * eta * h)))
                 x = x + spread * randn_like(x, generator)
         x0_prev = x0
-        _report(callback, i, len(timesteps), t, x, x0)
+        report_step(callback, i, len(timesteps), t, x, x0)
     return x
 
 
@@ -445,6 +416,6 @@ SAMPLERS: dict[str, SamplerSpec] = {
     "ddim-karras": SamplerSpec(ddim_karras_sample, 8, True, "DDIM (Karras grid)"),
     "dpm": SamplerSpec(dpm_solver_sample, 20, False, "DPM-Solver++(2M)"),
     "dpm-sde": SamplerSpec(dpm_solver_sde_sample, 8, True, "DPM-Solver++(2M) SDE"),
-    "sa-solver": SamplerSpec(sa_solver_sample, 8, True, "SA-Solver"),
+    "sa-solver": SamplerSpec(sa_solver_sample, SA_SOLVER_STEPS, True, "SA-Solver"),
     "ddpm": SamplerSpec(ddpm_sample, None, False, "DDPM"),
 }
