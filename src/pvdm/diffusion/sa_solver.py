@@ -19,11 +19,14 @@ the order-2 adjustment of the reference code: the same function as diffusers'
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
 
 from pvdm.diffusion.sampler_steps import (
+    Callback,
     clamp_x0,
     dpm_solver_timesteps,
     randn_like,
@@ -31,6 +34,7 @@ from pvdm.diffusion.sampler_steps import (
     timestep_batch,
 )
 from pvdm.diffusion.schedule import Latent, NoiseSchedule
+from pvdm.models.latent import Generator
 
 SA_SOLVER_STEPS = 8  # default steps (the registry's)
 PREDICTOR_ORDER = 2
@@ -65,15 +69,15 @@ def adams_coefficients(nodes: list[float], a: float, b: float, tau: float) -> li
 
 @torch.no_grad()
 def sa_solver_sample(
-    denoiser,
+    denoiser: Callable[[Any, torch.Tensor], Any],
     noise: Latent,
     schedule: NoiseSchedule,
     steps: int | None = None,
     *,
     eta: float = 1.0,
-    generator=None,
+    generator: Generator = None,
     clip_x0: bool | float = True,
-    callback=None,
+    callback: Callback | None = None,
 ) -> Latent:
     """SA-Solver, stochastic Adams orders 2 / 2 (module docstring), `eta` as its tau (constant
     over the grid), on diffusers' "linspace" grid; x0 clamped as the official samplers do."""
@@ -106,7 +110,7 @@ def sa_solver_sample(
         out = (math.exp(-(tau**2) * h) * sigmas[j] / sigmas[i]) * x
         for m, coefficient in enumerate(b):
             out = out + (gain * coefficient) * history[-(m + 1)]
-        if tau > 0 and noise_j is not None:
+        if noise_j is not None:  # None when tau is 0
             out = out + (sigmas[j] * math.sqrt(-math.expm1(-2 * tau**2 * h))) * noise_j
         return out
 

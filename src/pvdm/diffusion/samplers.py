@@ -203,8 +203,8 @@ def ddim_times(
         if spacing == "logsnr":
             targets = torch.linspace(float(logsnr[last]), float(logsnr[0]), steps + 1)[:-1]
         else:  # sigma = exp(-logsnr / 2), uniform in sigma^(1/rho), rho = 7
-            ramp = torch.linspace(float(logsnr[last]), float(logsnr[0]), 2).mul(-0.5 / 7).exp()
-            sigmas = torch.linspace(float(ramp[0]), float(ramp[1]), steps + 1)[:-1].pow(7)
+            root_max, root_min = (float((-logsnr[i] / 14).exp()) for i in (last, 0))
+            sigmas = torch.linspace(root_max, root_min, steps + 1)[:-1].pow(7)
             targets = -2 * sigmas.log()
         points = [int((logsnr - v).abs().argmin()) for v in targets.double()]
     else:

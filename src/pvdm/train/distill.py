@@ -138,6 +138,14 @@ class PlaneCritic(torch.nn.Module):
         return self.out(torch.cat(feats, 1)).squeeze(1)
 
 
+def seeded_critic(unet: torch.nn.Module, seed: int) -> PlaneCritic:
+    """A critic for `unet`'s bottleneck width, its initial weights a function of `seed` alone
+    (the global random state is left as it was)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(mix_seed("critic", seed))
+        return PlaneCritic(unet.config.model_channels * unet.config.channel_mult[-1])
+
+
 class Bottleneck:
     """Keeps the output planes of `unet.mid_block` from its last forward."""
 
@@ -226,18 +234,15 @@ def distill(cfg: DistillRunConfig, outdir: str | Path, restart: bool = False) ->
 
     teacher = teacher_pipe.unet.eval().requires_grad_(False)
     # both start as the teacher; everything runs in eval mode (no dropout while distilling)
-    gan = ds.gan_weight > 0
-    with torch.random.fork_rng(devices=[]):  # the critic's initial weights follow train.seed
-        torch.manual_seed(mix_seed("critic", tc.seed))
-        critic = PlaneCritic(teacher.config.model_channels * teacher.config.channel_mult[-1])
-    scores = Scores(copy.deepcopy(teacher), copy.deepcopy(teacher), critic if gan else None)
+    critic = seeded_critic(teacher, tc.seed) if ds.gan_weight > 0 else None
+    scores = Scores(copy.deepcopy(teacher), copy.deepcopy(teacher), critic)
     scores = scores.to(device).requires_grad_(True).eval()
     student, fake = scores.student, scores.fake
-    bottleneck = Bottleneck(fake) if gan else None
+    bottleneck = Bottleneck(fake) if critic is not None else None
     opt_student = torch.optim.AdamW(
         student.parameters(), lr=tc.lr, betas=tc.betas, weight_decay=tc.weight_decay
     )
-    fake_params = list(fake.parameters()) + (list(scores.critic.parameters()) if gan else [])
+    fake_params = list(fake.parameters()) + (list(critic.parameters()) if critic else [])
     opt_fake = torch.optim.AdamW(
         fake_params, lr=ds.fake_lr, betas=tc.betas, weight_decay=tc.weight_decay
     )
@@ -310,7 +315,7 @@ def distill(cfg: DistillRunConfig, outdir: str | Path, restart: bool = False) ->
             gen_loss = 0.0
             if bottleneck is not None:  # the critic's verdict on the re-noised sample
                 _, planes = bottleneck(fake, schedule.q_sample(x0, t, noise), t, kwargs)
-                g = torch.nn.functional.softplus(-scores.critic(planes)).mean()
+                g = torch.nn.functional.softplus(-critic(planes)).mean()
                 loss = loss + ds.gan_weight * g
                 gen_loss = g.item()
             opt_student.zero_grad(set_to_none=True)
@@ -331,26 +336,27 @@ def distill(cfg: DistillRunConfig, outdir: str | Path, restart: bool = False) ->
                 )
                 if bottleneck is None:
                     fake_loss = diffusion_loss(fake(xf, tf, **kwargs), nf, dc.loss, weights)
+                    total = fake_loss
                 else:  # + the critic: student samples against real clips at the same levels
                     eps, planes = bottleneck(fake, xf, tf, kwargs)
                     fake_loss = diffusion_loss(eps, nf, dc.loss, weights)
                     real = schedule.q_sample(z * scale, tf, x0.randn_like())
                     _, real_planes = bottleneck(fake, real, tf, kwargs)
                     softplus = torch.nn.functional.softplus
-                    d = softplus(scores.critic(planes)) + softplus(-scores.critic(real_planes))
-                    critic_total += d.mean().item() / ds.fake_updates
-                    fake_loss = fake_loss + ds.critic_weight * d.mean()
+                    d = (softplus(critic(planes)) + softplus(-critic(real_planes))).mean()
+                    critic_total += d.item() / ds.fake_updates
+                    total = fake_loss + ds.critic_weight * d
                 opt_fake.zero_grad(set_to_none=True)
-                fake_loss.backward()
+                total.backward()
                 fake_update(
-                    opt_fake, scaler, fake_params, tc.grad_clip, fake_loss.item(), step, monitor
+                    opt_fake, scaler, fake_params, tc.grad_clip, total.item(), step, monitor
                 )
                 fake_total += fake_loss.item() / max(ds.fake_updates, 1)
             step += 1
             if ema:
                 ema.maybe_update(student, step)
             stats = {"loss": loss.item(), "fake_loss": fake_total, "grad_norm": norm}
-            if gan:
+            if critic is not None:
                 stats |= {"gen_loss": gen_loss, "critic_loss": critic_total}
             monitor.add(stats, samples=tc.batch_size)
 
