@@ -51,14 +51,16 @@ def _vp_denoiser(denoiser, schedule, clip_x0):
         return i - 1 + ((ls - a) / (b - a) if b > a else 0.0)
 
     def denoise(x, sigma: float):
-        t = torch.full((x.batch_size,), timestep(sigma), dtype=torch.float32)
+        t = torch.full((len(x),), timestep(sigma), dtype=torch.float32)
         eps = denoiser(x * (1 / math.sqrt(1 + sigma**2)), t)
         return clamp_x0(x - sigma * eps, clip_x0)
 
     return denoise, math.exp(lo), math.exp(hi)
 
 
-def _edm(heun: bool):
+def edm_sampler(heun: bool):
+    """The EDM sampler with churn (`eta` scales gamma), Euler or Heun steps."""
+
     @torch.no_grad()
     def sample(denoiser, noise, schedule, steps=None, *, eta=1.0, generator=None,
                clip_x0=True, callback=None):  # fmt: skip
@@ -91,7 +93,7 @@ def _edm(heun: bool):
 
 
 @torch.no_grad()
-def _unipc(denoiser, noise, schedule, steps=None, *, eta=0.0, generator=None, clip_x0=True,
+def unipc_sample(denoiser, noise, schedule, steps=None, *, eta=0.0, generator=None, clip_x0=True,
            callback=None):  # fmt: skip
     import diffusers
 
@@ -119,10 +121,13 @@ def _unipc(denoiser, noise, schedule, steps=None, *, eta=0.0, generator=None, cl
     return TriplaneLatent.unpack(x, shape)
 
 
-samplers.SAMPLERS["euler-churn"] = samplers.SamplerSpec(_edm(False), 8, True, "EDM Euler, churn")
-samplers.SAMPLERS["heun-churn"] = samplers.SamplerSpec(_edm(True), 7, True, "EDM Heun, churn")
-samplers.SAMPLERS["unipc"] = samplers.SamplerSpec(_unipc, 8, False, "UniPC (diffusers)")
+EXTRA = {
+    "euler-churn": samplers.SamplerSpec(edm_sampler(heun=False), 8, True, "EDM Euler, churn"),
+    "heun-churn": samplers.SamplerSpec(edm_sampler(heun=True), 7, True, "EDM Heun, churn"),
+    "unipc": samplers.SamplerSpec(unipc_sample, 8, False, "UniPC (diffusers)"),
+}
 
 if __name__ == "__main__":
+    samplers.SAMPLERS.update(EXTRA)  # only in this process: the shipped registry stays as it is
     sys.argv = [str(Path(__file__).with_name("sampling.py")), *sys.argv[1:]]
     runpy.run_path(sys.argv[0], run_name="__main__")

@@ -149,34 +149,6 @@ def test_decoder_depth_and_pixel_refiner_are_options_off_by_default() -> None:
         replace(cfg, refine_channels=0).validate()
 
 
-def test_decoder_upsample_refines_the_decoder_grid_only() -> None:
-    """Not official: the decoder runs on a token grid u times finer than the latent's (each
-    latent position -> u x u tokens by a learned linear map), the pixel head draws p / u pixels a
-    token. Off (u = 1) the model has the official key set; the latent is the same either way."""
-    from dataclasses import replace
-
-    cfg = autoencoder_preset("debug")
-    assert cfg.decoder_upsample == 1
-    assert not any(k.startswith("upsample") for k in _model(cfg).state_dict())
-    fine = _model(replace(cfg, decoder_upsample=2))
-    assert fine.latent_shape() == _model(cfg).latent_shape()
-    assert fine.pixel_head.patch_size == cfg.patch_size // 2
-    assert fine.upsample.weight.shape == (cfg.width * 4, cfg.width)
-    torch.manual_seed(0)
-    video = torch.rand(2, 3, 8, 32, 32) * 2 - 1
-    with torch.no_grad():
-        z = fine.encode(video)
-        out = fine.decode(z)
-        assert out.shape == video.shape and torch.isfinite(out).all()
-        # the decoder sees 16 x 16 tokens a frame
-        seen = []
-        fine.decoder.register_forward_hook(lambda m, i, o: seen.append(o.shape[2]) and None)
-        fine.decode(z)
-        assert seen == [16 * 16]
-    with pytest.raises(ConfigError, match="not divisible by decoder_upsample"):
-        replace(cfg, decoder_upsample=3).validate()
-
-
 def _official_rotate(x: torch.Tensor, sin: torch.Tensor, cos: torch.Tensor) -> torch.Tensor:
     """The official formula: x * cos + rotate_every_two(x) * sin."""
     pairs = x.unflatten(-1, (-1, 2))

@@ -45,9 +45,6 @@ class AutoencoderConfig:
     width: int = 384  # official `channels`
     depth: int = 8  # blocks in the encoder and in the decoder
     decoder_depth: int | None = None  # blocks in the decoder when not `depth` (not official)
-    # the decoder's token grid this many times finer than the latent's (not official: 1); each
-    # latent position becomes u x u decoder tokens through a learned linear map
-    decoder_upsample: int = 1
     # feature maps of a small convolutional refiner on the decoded pixels (not official: None)
     refine_channels: int | None = None
     heads: int = 8
@@ -77,11 +74,6 @@ class AutoencoderConfig:
         if self.resolution % self.patch_size:
             raise ConfigError(
                 f"resolution {self.resolution} is not divisible by patch_size {self.patch_size}"
-            )
-        if self.patch_size % self.decoder_upsample:
-            raise ConfigError(
-                f"patch_size {self.patch_size} is not divisible by decoder_upsample "
-                f"{self.decoder_upsample}"
             )
         if self.head_dim % 4:
             raise ConfigError(
@@ -215,11 +207,9 @@ class TriplaneAutoencoder(PretrainedMixin, nn.Module):
         )
         self.to_latent = nn.ModuleDict({k: nn.Linear(c.width, c.latent_channels) for k in PLANES})
         self.from_latent = nn.ModuleDict({k: nn.Linear(c.latent_channels, c.width) for k in PLANES})
-        u = c.decoder_upsample
-        self.upsample = nn.Linear(c.width, c.width * u * u) if u > 1 else None
         self.decoder = timesformer(c.depth if c.decoder_depth is None else c.decoder_depth)
         extra = c.refine_channels or 0
-        self.pixel_head = PixelHead(c.width, c.patch_size // u, 3 + extra)
+        self.pixel_head = PixelHead(c.width, c.patch_size, 3 + extra)
         self.refine = PixelRefiner(extra) if extra else None
 
     def latent_shape(self) -> LatentShape:
@@ -266,12 +256,6 @@ class TriplaneAutoencoder(PretrainedMixin, nn.Module):
         # broadcast-and-sum, official order xy + yt + xt: cube [B, T, H', W', C]
         cube = hw[:, None] + tw[:, :, None] + th[:, :, :, None]
         side = self.config.latent_side
-        if self.upsample is not None:
-            u = self.config.decoder_upsample
-            cube = rearrange(
-                self.upsample(cube), "b t h w (u1 u2 c) -> b t (h u1) (w u2) c", u1=u, u2=u
-            )
-            side *= u
         x = self.decoder(rearrange(cube, "b t h w c -> b t (h w) c"), side, side)
         x = rearrange(x, "b t (h w) c -> b t h w c", h=side)
         logits = self.pixel_head(x)
