@@ -43,7 +43,6 @@ import torch
 from pvdm.config import load_config
 from pvdm.diffusion.cache import LatentCache, is_latent_cache, model_fingerprint
 from pvdm.diffusion.pipeline import PVDMPipeline, write_pipeline_file
-from pvdm.diffusion.sampler_steps import clamp_x0
 from pvdm.diffusion.samplers import ddim_step, ddim_times
 from pvdm.diffusion.schedule import DiffusionConfig, NoiseSchedule, diffusion_loss
 from pvdm.errors import ConfigError
@@ -76,9 +75,6 @@ class DistillSettings:
     # in the fake score's updates
     gan_weight: float = 0.0
     critic_weight: float = 0.01
-    # the student's x0 clamped as its sampler clamps it, with a straight-through gradient
-    # (False: the raw prediction, which at the first grid point lies far outside the range)
-    clamp_student: bool = False
 
     def validate(self) -> None:
         if not 1 <= self.student_steps <= 64:
@@ -305,9 +301,7 @@ def distill(cfg: DistillRunConfig, outdir: str | Path, restart: bool = False) ->
             kwargs = {"cond": c, "labels": labels}
 
             # the student's sample at a random point of its grid (no gradient before it)
-            x0 = student_sample(
-                student, schedule, times, z.randn_like(), kwargs, scale, ds.clamp_student
-            )
+            x0 = student_sample(student, schedule, times, z.randn_like(), kwargs, scale)
             # distribution matching: teacher (real) and fake scores of the re-noised sample
             t = torch.randint(*t_range, (len(z),), device=device)
             noise = x0.randn_like()
@@ -379,12 +373,9 @@ def student_sample(
     noise: Any,
     kwargs: dict[str, Any],
     clip_x0: float,
-    clamp: bool = False,
 ) -> Any:
     """x0 of the student at a random point k of its grid `times` (the sampler's own DDIM steps,
-    eta 1, from `noise` through the points before k without gradient), with gradient; with
-    `clamp`, clamped to [-clip_x0, clip_x0] as the sampler returns it, the gradient passing
-    straight through."""
+    eta 1, from `noise` through the points before k without gradient), with gradient."""
     k = int(torch.randint(0, len(times) - 1, ()).item())
     x = noise
 
@@ -395,10 +386,7 @@ def student_sample(
         for t, t_next in itertools.pairwise(times[: k + 1]):
             x, _ = ddim_step(denoise, x, schedule, t, t_next, 1.0, None, clip_x0)
     tb = torch.full((len(x),), times[k], device=x.device, dtype=torch.long)
-    x0 = schedule.predict_x0(x, tb, denoise(x, tb))
-    if not clamp:
-        return x0
-    return x0 + (clamp_x0(x0, clip_x0) - x0).detach()
+    return schedule.predict_x0(x, tb, denoise(x, tb))
 
 
 def _per_sample(reduce, latent: Any) -> torch.Tensor:
