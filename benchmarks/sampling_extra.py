@@ -7,16 +7,18 @@ arguments (same points log, same reference):
   on this model's VP schedule: sigma = sqrt((1 - abar) / abar), the Karras grid (rho 7) from the
   schedule's largest sigma to its smallest and then 0, churn gamma = sqrt(2) - 1 times `eta`
   (S_churn large, S_noise 1), the network queried at the fractional timestep whose log-sigma
-  interpolates the schedule's, the x0 prediction clamped like every sampler. Euler costs one
-  evaluation a step; Heun two but the last, so `steps` counts evaluations and is rounded up to
-  an odd number of them. Without the clamp both converge to the DDIM eta-0 solution (checked:
-  200 Euler steps and 99 Heun evaluations against DDIM-200 eta 0, mean squared difference
-  1e-4 and 3e-4 of a latent whose mean square is 3.6).
+  interpolates the schedule's (a sigma beyond the schedule's largest, as the first churned step
+  reaches, is queried at the last timestep), the x0 prediction clamped like every sampler. Euler
+  costs one evaluation a step; Heun two but the last, so `steps` counts evaluations and an even
+  count runs one fewer. Without the clamp both converge to the DDIM eta-0 solution (on the demo
+  model: 200 Euler steps and 99 Heun evaluations against DDIM-200 eta 0, mean squared
+  difference 1e-4 and 3e-4 of a latent whose mean square is 3.6; on Gaussian data to the
+  closed-form sample: tests/test_sampling_extra.py).
 - `unipc`: diffusers' `UniPCMultistepScheduler` (bh2, order 2, data prediction, trailing
   spacing, the [-1, 1] x0 clamp as its thresholding with a maximum of 1), deterministic.
 
     python benchmarks/sampling_extra.py --model DIR/diffusion --data synthetic --num 128 \\
-        --grid "unipc:4,8:0;euler-churn:4,8:1;heun-churn:7:1" --reference-point unipc:8:0 \\
+        --grid "unipc:4,8:0;euler-churn:4,8:1;heun-churn:7,15:1" --reference-point unipc:8:0 \\
         --spread 1 --reference-cache benchmarks/results/reference-synthetic-128.pt \\
         --out benchmarks/results/sampling_demo_extra.json
 """
