@@ -242,7 +242,9 @@ def distill(cfg: DistillRunConfig, outdir: str | Path, restart: bool = False) ->
     opt_student = torch.optim.AdamW(
         student.parameters(), lr=tc.lr, betas=tc.betas, weight_decay=tc.weight_decay
     )
-    fake_params = list(fake.parameters()) + (list(critic.parameters()) if critic else [])
+    fake_params = list(fake.parameters()) + (
+        list(critic.parameters()) if critic is not None else []
+    )
     opt_fake = torch.optim.AdamW(
         fake_params, lr=ds.fake_lr, betas=tc.betas, weight_decay=tc.weight_decay
     )
